@@ -1,0 +1,121 @@
+"""Validated dataclass configs. Each checks itself in ``__post_init__`` and names the bad value.
+
+Configs are plain data: they serialise with :func:`dataclasses.asdict` into checkpoints and run
+logs and are rebuilt with ``Config(**d)`` (no exec/eval, no pickle).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+@dataclass(frozen=True)
+class ActionLimits:
+    """Per-control-step action limits; the env clips every action to these.
+
+    Attributes:
+        max_translation: |dx|, |dy|, |dz| in metres per control step.
+        max_rotation: |droll|, |dpitch|, |dyaw| in radians per control step.
+    """
+
+    max_translation: float = 0.02
+    max_rotation: float = 0.1
+
+    def __post_init__(self) -> None:
+        _check(0 < self.max_translation <= 0.1, f"max_translation must be in (0, 0.1] m, got {self.max_translation}")
+        _check(0 < self.max_rotation <= 0.5, f"max_rotation must be in (0, 0.5] rad, got {self.max_rotation}")
+
+    def low_high(self) -> tuple[list[float], list[float]]:
+        """Bounds of the 7-D action vector, as (low, high) lists."""
+        t, r = self.max_translation, self.max_rotation
+        return [-t, -t, -t, -r, -r, -r, 0.0], [t, t, t, r, r, r, 1.0]
+
+
+@dataclass(frozen=True)
+class Workspace:
+    """Box the end-effector target is kept inside (metres, world frame; table top at z = 0).
+
+    ``orientation_limit`` bounds roll/pitch relative to the gripper-down home, ``yaw_limit`` the
+    yaw: both keep the arm away from wrist singularities and the state free of angle wraps.
+    """
+
+    x: tuple[float, float] = (0.25, 0.78)
+    y: tuple[float, float] = (-0.32, 0.32)
+    z: tuple[float, float] = (0.005, 0.40)
+    orientation_limit: float = 0.6
+    yaw_limit: float = 1.6
+
+    def __post_init__(self) -> None:
+        for name in ("x", "y", "z"):
+            lo, hi = getattr(self, name)
+            _check(lo < hi, f"workspace {name} range must be increasing, got ({lo}, {hi})")
+        _check(0 < self.orientation_limit < 1.5, f"orientation_limit must be in (0, 1.5) rad, got {self.orientation_limit}")
+        _check(0 < self.yaw_limit < 3.0, f"yaw_limit must be in (0, 3.0) rad, got {self.yaw_limit}")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """Everything about the tabletop simulator.
+
+    Attributes:
+        image_size: (height, width) of the camera images in pixels.
+        wrist_camera: also render ``observation.images.wrist``.
+        control_hz: policy/control rate; the dataset fps equals this.
+        physics_hz: physics rate; must be a multiple of ``control_hz``.
+        max_episode_steps: control steps before the episode is truncated.
+        n_objects: (min, max) objects per scene when ``reset`` is not told.
+        terminate_on_success: end the episode on the step the task succeeds.
+        robot_visuals: ``"simple"`` draws the Panda with its low-poly collision meshes (about 9x
+            faster to render on the CPU renderer), ``"full"`` with its detailed visual meshes.
+        action: action limits.
+        workspace: end-effector bounds.
+    """
+
+    image_size: tuple[int, int] = (128, 128)
+    wrist_camera: bool = False
+    control_hz: int = 10
+    physics_hz: int = 240
+    max_episode_steps: int = 120
+    n_objects: tuple[int, int] = (2, 5)
+    terminate_on_success: bool = True
+    robot_visuals: str = "simple"
+    action: ActionLimits = field(default_factory=ActionLimits)
+    workspace: Workspace = field(default_factory=Workspace)
+
+    def __post_init__(self) -> None:
+        h, w = self.image_size
+        _check(16 <= h <= 1024 and 16 <= w <= 1024, f"image_size must be within 16..1024 px, got {self.image_size}")
+        _check(self.control_hz > 0 and self.physics_hz > 0, "control_hz and physics_hz must be positive")
+        _check(
+            self.physics_hz % self.control_hz == 0,
+            f"physics_hz ({self.physics_hz}) must be a multiple of control_hz ({self.control_hz})",
+        )
+        _check(self.max_episode_steps > 0, f"max_episode_steps must be positive, got {self.max_episode_steps}")
+        lo, hi = self.n_objects
+        _check(2 <= lo <= hi <= 5, f"n_objects must satisfy 2 <= min <= max <= 5, got {self.n_objects}")
+        _check(self.robot_visuals in ("simple", "full"), f"robot_visuals must be 'simple' or 'full', got {self.robot_visuals!r}")
+
+    @property
+    def substeps(self) -> int:
+        """Physics steps per control step."""
+        return self.physics_hz // self.control_hz
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SimConfig:
+        d = dict(d)
+        d["action"] = ActionLimits(**d.get("action", {}))
+        d["workspace"] = Workspace(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.get("workspace", {}).items()})
+        for key in ("image_size", "n_objects"):
+            if key in d:
+                d[key] = tuple(d[key])
+        return cls(**d)

@@ -1,0 +1,69 @@
+"""Names shared by the simulator, datasets, policies and the UI.
+
+Feature keys follow LeRobot's dotted naming so that a recorded dataset, a training batch and an
+environment observation use the same strings. Import these instead of writing the literals.
+"""
+
+from __future__ import annotations
+
+# Feature keys (observation dict, dataset columns, training batches).
+OBS_PREFIX = "observation"
+OBS_IMAGE_FRONT = "observation.images.front"
+OBS_IMAGE_WRIST = "observation.images.wrist"
+OBS_STATE = "observation.state"
+TASK = "task"
+ACTION = "action"
+EXECUTED_ACTION = "executed_action"
+INTERVENTION = "intervention"
+ACTION_IS_PAD = "action_is_pad"
+
+# Gymnasium id of the tabletop env (registered by ``import vla_demo.sim``).
+ENV_ID = "VLATabletop-v0"
+
+# Task families (ARCHITECTURE section 4). A *task* in a dataset is the instruction string.
+FAMILIES: tuple[str, ...] = ("pick", "push", "place", "stack", "reach")
+
+# Instruction splits: which phrasings and which target colour-shape combinations are sampled.
+SPLITS: tuple[str, ...] = ("train", "heldout", "heldout-combos")
+
+# Object vocabulary. Colours are RGBA in [0, 1]; order is part of the contract (stable ids).
+COLOURS: dict[str, tuple[float, float, float, float]] = {
+    "red": (0.86, 0.12, 0.12, 1.0),
+    "green": (0.15, 0.68, 0.22, 1.0),
+    "blue": (0.14, 0.32, 0.88, 1.0),
+    "yellow": (0.95, 0.82, 0.10, 1.0),
+}
+SHAPES: tuple[str, ...] = ("cube", "cylinder", "sphere")
+FLAT_TOPPED_SHAPES: tuple[str, ...] = ("cube", "cylinder")
+RECEPTACLES: tuple[str, ...] = ("tray", "plate")
+
+# Colour-shape combinations that are never the target of a training episode (the
+# ``heldout-combos`` split). Each colour and each shape still appears as a target in training.
+HELDOUT_COMBOS: frozenset[tuple[str, str]] = frozenset(
+    {("yellow", "cube"), ("blue", "cylinder"), ("green", "sphere")}
+)
+
+# Push directions, named as the operator sees them in the front camera (which faces the robot):
+# image-left is world -y, image-right is world +y, "forward" is away from the robot (+x).
+DIRECTIONS: dict[str, tuple[float, float]] = {
+    "left": (0.0, -1.0),
+    "right": (0.0, 1.0),
+    "forward": (1.0, 0.0),
+    "backward": (-1.0, 0.0),
+}
+
+# State vector layout (7,): position (m, world), orientation relative to gripper-down home (rad),
+# gripper opening (m, distance between the fingers).
+STATE_NAMES: tuple[str, ...] = ("x", "y", "z", "roll", "pitch", "yaw", "gripper_m")
+# Action vector layout (7,): per-control-step deltas (m, rad) and an absolute gripper command.
+ACTION_NAMES: tuple[str, ...] = ("dx", "dy", "dz", "droll", "dpitch", "dyaw", "gripper")
+STATE_DIM = len(STATE_NAMES)
+ACTION_DIM = len(ACTION_NAMES)
+
+# Gripper command convention (Bridge / OpenVLA): 1 = open, 0 = closed.
+GRIPPER_OPEN = 1.0
+GRIPPER_CLOSED = 0.0
+
+# Longest instruction the env accepts (gymnasium ``Text`` space max_length); longer text is
+# truncated with a warning.
+MAX_INSTRUCTION_CHARS = 256
