@@ -72,16 +72,19 @@ def bench_sim(repeats: int = 60) -> list[Row]:
     return make_rows(values, reference="sim.render_front_hz")
 
 
-GROUPS: dict[str, Callable[[], list[Row]]] = {"sim.": bench_sim}
+GROUPS: dict[str, Callable[..., list[Row]]] = {"sim.": bench_sim}
 
 
-def run(only: str | None = None) -> list[Row]:
-    """Run every group whose prefix overlaps ``only`` and keep the rows that start with it."""
+def run(only: str | None = None, repeats: int | None = None) -> list[Row]:
+    """Run every group whose prefix overlaps ``only`` and keep the rows that start with it.
+
+    ``repeats`` overrides each group's default number of timed calls (tests use a handful).
+    """
     rows: list[Row] = []
     for prefix, fn in GROUPS.items():
         if only and not (prefix.startswith(only) or only.startswith(prefix)):
             continue
-        rows += fn()
+        rows += fn() if repeats is None else fn(repeats=repeats)
     if only:
         rows = [r for r in rows if r["name"].startswith(only)]
     if not rows:

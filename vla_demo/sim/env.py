@@ -45,6 +45,9 @@ from vla_demo.sim import bullet, camera, robot as rb, scene as sc, tasks
 
 INSTRUCTION_CHARSET = "".join(chr(i) for i in range(32, 127))
 RESET_OPTIONS = ("family", "instruction", "split", "n_objects", "two_candidates")
+# Bounds of the state vector: position within 2 m of the base, angles within pi, opening <= 8 cm
+# (a box the state can never leave; the workspace config keeps it much tighter in practice).
+STATE_LOW = np.array([-2.0, -2.0, -2.0, -np.pi, -np.pi, -np.pi, -0.1], dtype=np.float32)
 MAX_TARGET_LAG = 0.05  # m: the commanded pose never runs further than this ahead of the hand
 
 
@@ -127,7 +130,7 @@ class TabletopEnv(gym.Env):
         self.action_space = spaces.Box(np.array(lo, np.float32), np.array(hi, np.float32), dtype=np.float32)
         obs = {
             OBS_IMAGE_FRONT: spaces.Box(0, 255, (h, w, 3), np.uint8),
-            OBS_STATE: spaces.Box(-np.inf, np.inf, (STATE_DIM,), np.float32),
+            OBS_STATE: spaces.Box(STATE_LOW, -STATE_LOW, (STATE_DIM,), np.float32),
             TASK: spaces.Text(MAX_INSTRUCTION_CHARS, min_length=0, charset=INSTRUCTION_CHARSET),
         }
         if cfg.wrist_camera:

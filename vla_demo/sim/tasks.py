@@ -16,6 +16,7 @@ Splits (ARCHITECTURE section 4):
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass
@@ -423,6 +424,21 @@ def _mentions(tokens: list[str]) -> list[_Mention]:
     return out
 
 
+def _unknown_modifier(tokens: list[str]) -> str | None:
+    """A word outside the grammar's vocabulary right before a shape word ("the purple cube"):
+    ignoring it would silently ground the instruction on the wrong object."""
+    known = _vocabulary()
+    for i, tok in enumerate(tokens):
+        if i > 0 and tok in _WORD_TO_SHAPE and tokens[i - 1] not in known:
+            return tokens[i - 1]
+    return None
+
+
+@functools.cache
+def _vocabulary() -> frozenset[str]:
+    return frozenset(template_words("train") | {"a", "an", "this", "that", "other", "please", "one"})
+
+
 def _direction(text: str) -> str | None:
     found = []
     for name, phrases in DIRECTION_PHRASES.items():
@@ -444,6 +460,9 @@ def parse_instruction(text: str) -> ParseResult:
     if not tokens:
         return ParseResult(None, "the instruction is empty")
     mentions = _mentions(tokens)
+    unknown = _unknown_modifier(tokens)
+    if unknown:
+        return ParseResult(None, f"unknown colour or word '{unknown}' (colours: {', '.join(COLOURS)})")
     receptacles = [_WORD_TO_RECEPTACLE[t] for t in tokens if t in _WORD_TO_RECEPTACLE]
     words = set(tokens)
     if not mentions:
