@@ -22,9 +22,13 @@ def _check_frame(frame: np.ndarray) -> np.ndarray:
 
 
 def _atomic_path(path: Path) -> str:
+    """A temp file beside ``path`` with the permissions a plain ``open`` would give it."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs are meant to be shared
     return tmp
 
 

@@ -14,7 +14,7 @@ def caption(frame: np.ndarray, text: str) -> np.ndarray:
     import cv2
 
     h, w = frame.shape[:2]
-    scale = max(0.35, w / 700)
+    scale = float(np.clip(h / 400, 0.3, 0.8))  # font size follows the image height, not the strip width
     bar = np.full((int(28 * scale / 0.5), w, 3), 24, np.uint8)
     cv2.putText(bar, text, (6, int(bar.shape[0] * 0.68)), cv2.FONT_HERSHEY_SIMPLEX, scale, (235, 235, 235), 1, cv2.LINE_AA)
     return np.concatenate([frame, bar], axis=0)
