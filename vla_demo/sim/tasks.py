@@ -523,3 +523,33 @@ def resolve_goal(goal: Goal, scene: sc.SceneSpec) -> tuple[ResolvedGoal | None, 
         return ResolvedGoal(goal, target, dest), ""
     return ResolvedGoal(goal, target), ""
 
+
+
+def instruction_corpus(split: str = "train") -> list[str]:
+    """Every phrasing of a split with every synonym, over a representative set of goals.
+
+    The tokenizer is trained on this; it covers the whole vocabulary the grammar can produce.
+    """
+    from itertools import product
+
+    out: list[str] = []
+    refs = [ObjectRef(c, s) for c in COLOURS for s in SHAPES]
+    dest_options: list[ObjectRef | str | None] = [*RECEPTACLES, ObjectRef("red", "cube")]
+    for fam in TASK_FAMILIES.values():
+        for template, ref, dest, direction in product(fam.phrasings(split), refs, dest_options, DIRECTIONS):
+            goal = Goal(fam.name, ref, dest, direction)
+            slots = {"obj": SHAPE_WORDS[ref.shape], "dest": (), "prep": (), "dir": DIRECTION_PHRASES[direction]}
+            if isinstance(dest, str):
+                slots["dest"], slots["prep"] = RECEPTACLE_WORDS[dest], RECEPTACLE_PREPS[dest]
+            elif dest is not None:
+                slots["dest"] = SHAPE_WORDS[dest.shape]
+            keys = [k for k in slots if "{" + k + "}" in template]
+            if any(not slots[k] for k in keys):
+                continue
+            for words in product(*(slots[k] for k in keys)):
+                values = dict(zip(keys, words, strict=True))
+                values["obj"] = f"{ref.colour} {values['obj']}"
+                if isinstance(goal.destination, ObjectRef) and "dest" in values:
+                    values["dest"] = f"{dest.colour} {values['dest']}"
+                out.append(template.format(**values))
+    return sorted(set(out))
