@@ -35,3 +35,14 @@ def test_only_filters_by_prefix_and_json_is_written(tmp_path):
 def test_make_rows_ratio():
     rows = bench.make_rows({"a": (10.0, "Hz"), "b": (5.0, "Hz")}, reference="a")
     assert rows[1] == {"name": "b", "value": 5.0, "unit": "Hz", "reference": "a", "ratio": 0.5}
+
+
+def test_policy_rows_compare_default_with_reference_and_attention_with_default():
+    rows = {r["name"]: r for r in bench.run("policy.", repeats=3)}
+    for stat in ("p50", "p95"):
+        ref, default, att = (rows[f"policy.act_{stat}_ms.{v}"] for v in ("reference", "default", "default_attention"))
+        assert ref["reference"] is None and ref["unit"] == "ms"
+        assert default["reference"] == ref["name"]
+        assert default["ratio"] == pytest.approx(default["value"] / ref["value"], rel=1e-2)
+        assert att["reference"] == default["name"]
+        assert att["ratio"] == pytest.approx(att["value"] / default["value"], rel=1e-2)

@@ -142,3 +142,15 @@ def test_evaluate_rejects_unknown_policies_and_splits(env):
 
     with pytest.raises(ValueError, match="unknown policy"):
         load_policy("ftp://nowhere", env)
+
+
+def test_evaluate_runs_a_checkpoint_folder(tmp_path):
+    from vla_demo.model.tokenizer import InstructionTokenizer
+    from vla_demo.policy import LanguageConditionedPolicy
+
+    policy = LanguageConditionedPolicy.build("default", tokenizer=InstructionTokenizer.train(), image_size=32,
+                                             d_model=32, n_heads=2, n_layers=1, head_hidden=32)
+    path = policy.save_pretrained(tmp_path / "ckpt")
+    report = evaluate(str(path), episodes_per_family=1, seed=0, families=("reach",), workers=1, baselines=False)
+    row = report["families"]["reach"]
+    assert row["episodes"] == 1 and 1 <= row["mean_length"] <= 120

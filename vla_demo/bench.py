@@ -72,7 +72,48 @@ def bench_sim(repeats: int = 60) -> list[Row]:
     return make_rows(values, reference="sim.render_front_hz")
 
 
-GROUPS: dict[str, Callable[..., list[Row]]] = {"sim.": bench_sim}
+def latency_ms(fn: Callable[[], Any], repeats: int, warmup: int = 5) -> tuple[float, float]:
+    """(p50, p95) of single-call latency in milliseconds."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - t) * 1000)
+    return float(np.percentile(times, 50)), float(np.percentile(times, 95))
+
+
+def bench_policy(repeats: int = 100) -> list[Row]:
+    """End-to-end ``act()`` latency (preprocessing, tokenisation, forward), batch 1, 2 threads."""
+    import torch
+
+    from vla_demo.policy import LanguageConditionedPolicy
+
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    state = rng.normal(size=7).astype(np.float32)
+    text = "pick up the red cube"
+    p50: dict[str, tuple[float, str]] = {}
+    p95: dict[str, tuple[float, str]] = {}
+    for preset in ("default", "reference"):
+        policy = LanguageConditionedPolicy.build(preset)
+        variants = {preset: False} if preset == "reference" else {preset: False, f"{preset}_attention": True}
+        for name, attention in variants.items():
+            lo, hi = latency_ms(lambda p=policy, a=attention: p.predict(image, text, state, return_attention=a), repeats)
+            p50[f"policy.act_p50_ms.{name}"] = (lo, "ms")
+            p95[f"policy.act_p95_ms.{name}"] = (hi, "ms")
+    rows = []
+    for values, stat in ((p50, "p50"), (p95, "p95")):
+        rows += make_rows({k: v for k, v in values.items() if not k.endswith("attention")}, f"policy.act_{stat}_ms.reference")
+        att = f"policy.act_{stat}_ms.default_attention"
+        rows += make_rows({f"policy.act_{stat}_ms.default": values[f"policy.act_{stat}_ms.default"], att: values[att]},
+                          f"policy.act_{stat}_ms.default")[1:]
+    return rows
+
+
+GROUPS: dict[str, Callable[..., list[Row]]] = {"sim.": bench_sim, "policy.": bench_policy}
 
 
 def run(only: str | None = None, repeats: int | None = None) -> list[Row]:

@@ -206,13 +206,24 @@ def _worker_env():
 
 
 def load_policy(spec: str, env):
-    """Build the policy named by ``--policy``: ``expert`` (learned checkpoints and policy
-    server URLs are added by the model and serving modules)."""
+    """Build the policy named by ``--policy``: ``expert`` or a checkpoint folder."""
     if spec == "expert":
         from vla_demo.sim.expert import ScriptedExpert
 
         return ScriptedExpert(env)
-    raise ValueError(f"unknown policy {spec!r}: this build evaluates 'expert' only")
+    if spec.startswith(("http://", "https://")):
+        raise ValueError(f"cannot use {spec!r}: policy-server URLs are not supported by this build yet")
+    if os.path.isdir(spec):
+        import multiprocessing as mp
+
+        import torch
+
+        from vla_demo.policy import LanguageConditionedPolicy
+
+        if mp.parent_process() is not None:  # one thread per worker: the workers share the cores
+            torch.set_num_threads(1)
+        return LanguageConditionedPolicy.from_pretrained(spec)
+    raise ValueError(f"unknown policy {spec!r}: give a checkpoint folder or 'expert'")
 
 
 def other_instruction(family: str, split: str, seed: int) -> str:

@@ -1,0 +1,182 @@
+"""VLAModel: shapes, heads, attention, determinism; train_vla learns language conditioning."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from vla_demo.model.tokenizer import InstructionTokenizer
+from vla_demo.model.vla import ModelConfig, build_model
+from vla_demo.policy import LanguageConditionedPolicy
+from vla_demo.train import train_vla
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return InstructionTokenizer.train()
+
+
+def tiny(tok, **overrides) -> ModelConfig:
+    base = dict(image_size=32, d_model=32, n_heads=2, n_layers=2, chunk_size=4, head_hidden=32,
+                vocab_size=tok.vocab_size, max_text_len=tok.max_length)
+    return ModelConfig(**{**base, **overrides})
+
+
+def inputs(tok, B=3, size=32):
+    g = torch.Generator().manual_seed(0)
+    images = torch.rand(B, 3, size, size, generator=g)
+    enc = tok(["pick up the red cube", "push the ball left", "touch the green can"][:B])
+    state = torch.randn(B, 7, generator=g)
+    return images, enc.input_ids, enc.attention_mask, state
+
+
+@pytest.mark.parametrize("head", ["continuous", "discrete"])
+@pytest.mark.parametrize("separate_gripper", [True, False])
+@pytest.mark.parametrize("vision", ["conv", "patch"])
+def test_output_shapes_and_decoding(tok, head, separate_gripper, vision):
+    cfg = tiny(tok, head=head, separate_gripper=separate_gripper, vision=vision, patch_size=8, n_bins=16)
+    model = build_model(cfg).eval()
+    images, ids, mask, state = inputs(tok)
+    res = model(images, ids, mask, state)
+    acts = model.decode(res["out"])
+    assert acts.shape == (3, 4, 7)
+    assert res["attention"] is None
+    loss, logs = model.loss(res["out"], torch.zeros(3, 4, 7))
+    assert loss.ndim == 0 and torch.isfinite(loss) and logs["loss"] == pytest.approx(loss.item())
+    if separate_gripper:
+        assert set(acts[..., -1].unique().tolist()) <= {0.0, 1.0}
+
+
+def test_forward_does_not_mutate_inputs(tok):
+    model = build_model(tiny(tok)).eval()
+    args = inputs(tok)
+    copies = [a.clone() for a in args]
+    model(*args, need_weights=True)
+    for a, b in zip(args, copies, strict=True):
+        assert torch.equal(a, b)
+
+
+def test_state_none_and_empty_instruction_work(tok):
+    model = build_model(tiny(tok)).eval()
+    images, _, _, _ = inputs(tok, B=2)
+    enc = tok(["", "pick up the red cube"])
+    out = model(images, enc.input_ids, enc.attention_mask, None)["out"]
+    assert torch.isfinite(out).all()
+
+
+def test_padding_does_not_change_predictions(tok):
+    model = build_model(tiny(tok)).eval()
+    images, ids, mask, state = inputs(tok, B=1)
+    pad = torch.full((1, 5), tok.pad_id)
+    longer = model(images, torch.cat([ids, pad], 1), torch.cat([mask, pad.bool() & False], 1), state)["out"]
+    torch.testing.assert_close(model(images, ids, mask, state)["out"], longer, rtol=1e-5, atol=1e-6)
+
+
+def test_attention_rows_sum_to_one_and_fast_path_matches(tok):
+    model = build_model(tiny(tok)).eval()
+    args = inputs(tok)
+    with torch.no_grad():
+        fast = model(*args)["out"]
+        slow = model(*args, need_weights=True)
+    torch.testing.assert_close(fast, slow["out"], rtol=1e-5, atol=1e-5)
+    for layer in slow["attention"]:
+        assert layer.shape[:2] == (3, 2)
+        torch.testing.assert_close(layer.sum(-1), torch.ones(layer.shape[:-1]))
+        assert (layer[..., slow["layout"]["language"][0]:][~args[2][:, None, None, :].expand_as(
+            layer[..., slow["layout"]["language"][0]:])] == 0).all()  # padding gets no attention
+
+
+def test_same_seed_same_model_and_output(tok):
+    outs = []
+    for _ in range(2):
+        torch.manual_seed(3)
+        model = build_model(tiny(tok)).eval()
+        outs.append(model(*inputs(tok))["out"])
+    torch.testing.assert_close(outs[0], outs[1], rtol=0, atol=0)
+
+
+def test_state_dropout_hides_the_state_during_training_only(tok):
+    torch.manual_seed(0)
+    model = build_model(tiny(tok, state_dropout=0.99))
+    images, ids, mask, state = inputs(tok)
+    model.train()
+    with torch.no_grad():
+        a = model(images, ids, mask, state)["out"]
+        b = model(images, ids, mask, None)["out"]
+    torch.testing.assert_close(a, b)  # the state was dropped for every sample
+    model.eval()
+    with torch.no_grad():
+        assert not torch.allclose(model(images, ids, mask, state)["out"], model(images, ids, mask, None)["out"])
+
+
+def test_presets_and_config_validation(tok):
+    ref = ModelConfig.from_preset("reference")
+    assert (ref.d_model, ref.n_heads, ref.n_layers, ref.vision) == (512, 8, 6, "patch")
+    with pytest.raises(ValueError, match="divisible"):
+        ModelConfig(d_model=130, n_heads=4)
+    with pytest.raises(ValueError, match="unknown model preset"):
+        ModelConfig.from_preset("huge")
+    with pytest.raises(ValueError, match="head must be"):
+        ModelConfig(head="diffusion")
+    with pytest.raises(ValueError, match="unknown model config keys"):
+        ModelConfig.from_dict({"d_model": 64, "flux_capacitor": 1})
+    assert ModelConfig.from_dict(tiny(tok).to_dict()) == tiny(tok)
+
+
+def synthetic_language_batches(tok, n_batches=8, B=16, seed=0):
+    """Random images; the correct action depends only on the instruction."""
+    rng = np.random.default_rng(seed)
+    table = {
+        "pick up the red cube": [0.02, 0.0, -0.01, 0, 0, 0, 0],
+        "push the blue ball left": [0.0, -0.02, 0.0, 0, 0, 0, 1],
+        "touch the green can": [-0.015, 0.01, 0.01, 0, 0, 0.05, 1],
+        "put the yellow block in the tray": [0.0, 0.015, 0.02, 0, 0, -0.05, 0],
+    }
+    texts = list(table)
+    batches = []
+    for _ in range(n_batches):
+        pick = rng.integers(0, len(texts), B)
+        batches.append({
+            "images": torch.rand(B, 3, 32, 32),
+            "instructions": [texts[i] for i in pick],
+            "actions": torch.tensor([table[texts[i]] for i in pick], dtype=torch.float32),
+        })
+    return table, batches
+
+
+@pytest.mark.parametrize("head", ["continuous", "discrete"])
+def test_train_vla_learns_language_conditioning(tok, head):
+    torch.manual_seed(0)
+    cfg = tiny(tok, head=head, n_bins=32)
+    model = build_model(cfg)
+    table, batches = synthetic_language_batches(tok)
+    policy = LanguageConditionedPolicy(model, tok)
+    # Stats so that normalised targets are O(1) (the trainer computes these from the dataset).
+    acts = np.array(list(table.values()))
+    model.set_stats({"action": {"mean": acts.mean(0), "std": acts.std(0) + 1e-3, "min": acts.min(0) - 1e-3,
+                                "max": acts.max(0) + 1e-3}})
+    history = train_vla(model, batches, epochs=30, lr=2e-3, word_drop=0.0, progress=False)
+    assert history[-1] < 0.05 * history[0] and history[-1] < 0.1
+    image = np.random.default_rng(1).integers(0, 255, (48, 40, 3), dtype=np.uint8)
+    predicted = {text: policy.act(image, text) for text in table}
+    for text, target in table.items():
+        np.testing.assert_allclose(predicted[text], target, atol=0.004)
+    assert len({tuple(np.round(a, 3)) for a in predicted.values()}) == len(table)
+
+
+def test_train_vla_accepts_token_tensors_and_feature_keyed_batches(tok):
+    model = build_model(tiny(tok))
+    model.tokenizer = tok
+    enc = tok(["pick up the red cube"] * 4)
+    batches = [
+        {"images": torch.rand(4, 3, 40, 40), "instructions": enc.input_ids, "actions": torch.zeros(4, 7)},
+        {"observation.images.front": torch.randint(0, 255, (4, 32, 32, 3), dtype=torch.uint8),
+         "task": ["lift the ball"] * 4, "action": torch.zeros(4, 4, 7), "observation.state": torch.zeros(4, 7)},
+    ]
+    history = train_vla(model, batches, epochs=2, progress=False)
+    assert len(history) == 2 and all(np.isfinite(history))
+    with pytest.raises(ValueError, match="needs images, instructions and actions"):
+        train_vla(model, [{"images": torch.rand(1, 3, 32, 32)}], epochs=1, progress=False)
+    with pytest.raises(ValueError, match="epochs"):
+        train_vla(model, batches, epochs=0, progress=False)

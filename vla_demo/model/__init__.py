@@ -1,0 +1,1 @@
+"""The VLA model: encoders, fusion Transformer, action heads, and the instruction tokenizer."""

@@ -1,0 +1,454 @@
+"""VLAModel: vision tokens + instruction tokens fused by a Transformer, read out by an action head.
+
+    image (B,3,H,W) --vision encoder--> visual tokens (B,N,d) --FiLM(instruction)--+
+    instruction ids (B,T) --text encoder--> word tokens (B,T,d), sentence (B,d) ----+
+    state (B,7) or None --linear / learned "no state"--> state token (B,1,d) -------+
+                                                                                    v
+         [readout | state | visual tokens | word tokens] --Transformer (pre-LN)--> readout (B,d)
+                                                                                    v
+                               action head: chunk of H future actions (B,H,7), normalised
+
+What changed against the reference sketch (ARCHITECTURE section 2), and why:
+
+* ``batch_first`` everywhere: the sketch concatenated on dim 1 with a sequence-first encoder.
+* A dedicated learned readout token (the sketch read ``fused[:, 0]``, the first *image* token).
+* Actions and state are normalised with stats stored as buffers (so checkpoints are self-contained).
+* Action chunking (H future steps) and an optional separate gripper output (a logit, since the
+  gripper command is open/closed, not a regression target).
+* Proprioceptive state is an optional token, trained with state dropout so ``state=None`` works.
+* Attention is exposed on request through an explicit softmax path; the fast path uses
+  ``scaled_dot_product_attention`` and computes no weights.
+* The ``default`` preset is sized for a 2-core CPU: a stride-4 conv stem with CoordConv channels
+  (36 visual tokens at 96 px), FiLM from the instruction, d 128, 2 layers. ``reference`` keeps the
+  sketch's size (ViT patches, d 512, 8 heads, 6 layers).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vla_demo.constants import ACTION_DIM, STATE_DIM
+
+
+def _check(cond: bool, msg: str) -> None:
+    if not cond:
+        raise ValueError(msg)
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of a :class:`VLAModel` (serialised into ``config.json``).
+
+    Input / output:
+        image_size: side of the square image the model sees (inputs are resized to it).
+        action_dim, state_dim: sizes of the action and proprioceptive vectors.
+        chunk_size: H, the number of future actions predicted at once.
+    Vision:
+        vision: ``conv`` (stride-4 stem, cheap), ``patch`` (ViT patches, the reference), or
+            ``hf`` (a ``transformers`` backbone described by ``vision_spec``).
+        patch_size: ViT patch side for ``patch``.
+        coordconv: append x/y coordinate channels to the image (helps pixel-to-position mapping).
+        film: modulate the visual tokens with the instruction (FiLM).
+    Language:
+        vocab_size, max_text_len: built-in text encoder size; ``text`` is ``builtin`` or ``hf``.
+        text_layers: Transformer layers of the built-in text encoder.
+    Fusion:
+        d_model, n_heads, n_layers, ff_mult, dropout.
+    Head:
+        head: ``continuous`` (MSE on normalised actions, the reference) or ``discrete``
+            (``n_bins`` bins per dimension with cross-entropy, the RT-1/RT-2/OpenVLA scheme).
+        separate_gripper: predict the gripper as an open/closed logit.
+        head_hidden: hidden width of the MLP head.
+        state_dropout: probability of hiding the state during training.
+    """
+
+    preset: str = "default"
+    image_size: int = 96
+    action_dim: int = ACTION_DIM
+    state_dim: int = STATE_DIM
+    chunk_size: int = 8
+    vision: str = "conv"
+    patch_size: int = 16
+    coordconv: bool = True
+    film: bool = True
+    text: str = "builtin"
+    vocab_size: int = 64
+    max_text_len: int = 24
+    text_layers: int = 1
+    d_model: int = 128
+    n_heads: int = 4
+    n_layers: int = 2
+    ff_mult: int = 4
+    dropout: float = 0.0
+    head: str = "continuous"
+    n_bins: int = 256
+    separate_gripper: bool = True
+    head_hidden: int = 256
+    state_dropout: float = 0.3
+    vision_spec: dict[str, Any] | None = field(default=None, repr=False)
+    text_spec: dict[str, Any] | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        _check(self.vision in ("conv", "patch", "hf"), f"vision must be conv, patch or hf, got {self.vision!r}")
+        _check(self.text in ("builtin", "hf"), f"text must be builtin or hf, got {self.text!r}")
+        _check(self.head in ("continuous", "discrete"), f"head must be continuous or discrete, got {self.head!r}")
+        _check(self.d_model % self.n_heads == 0, f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        _check(self.chunk_size >= 1, f"chunk_size must be >= 1, got {self.chunk_size}")
+        _check(16 <= self.image_size <= 512, f"image_size must be in 16..512, got {self.image_size}")
+        if self.vision == "conv":
+            _check(self.image_size % 16 == 0, f"the conv stem needs image_size divisible by 16, got {self.image_size}")
+        if self.vision == "patch":
+            _check(self.image_size % self.patch_size == 0, f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+        _check(self.vision != "hf" or self.vision_spec is not None, "vision='hf' needs a vision_spec")
+        _check(self.text != "hf" or self.text_spec is not None, "text='hf' needs a text_spec")
+        _check(2 <= self.n_bins <= 4096, f"n_bins must be in 2..4096, got {self.n_bins}")
+        _check(0.0 <= self.state_dropout < 1.0 and 0.0 <= self.dropout < 1.0, "dropout rates must be in [0, 1)")
+        _check(self.action_dim >= 2, f"action_dim must be >= 2, got {self.action_dim}")
+
+    @classmethod
+    def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
+        if name not in PRESETS:
+            raise ValueError(f"unknown model preset {name!r}: choose from {list(PRESETS)}")
+        return cls(**{**PRESETS[name], "preset": name, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown model config keys {sorted(unknown)}")
+        return cls(**d)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "reference": dict(
+        image_size=128, vision="patch", patch_size=16, coordconv=False, film=False,
+        d_model=512, n_heads=8, n_layers=6, text_layers=2, head_hidden=256,
+    ),
+}
+
+
+# ----------------------------------------------------------------------------- building blocks
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with an explicit path that returns the weights."""
+
+    def __init__(self, d: int, n_heads: int, dropout: float):
+        super().__init__()
+        self.n_heads = n_heads
+        self.qkv = nn.Linear(d, 3 * d)
+        self.proj = nn.Linear(d, d)
+        self.dropout = dropout
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor, need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+        B, S, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, S, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, S, hs)
+        mask = keep[:, None, None, :]  # (B, 1, 1, S): True where a key may be attended to
+        p = self.dropout if self.training else 0.0
+        if not need_weights:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+            weights = None
+        else:
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, S, S)
+            att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            weights = att
+            y = F.dropout(att, p) @ v  # (B, nh, S, hs)
+        y = y.transpose(1, 2).reshape(B, S, C)
+        return self.proj(y), weights
+
+
+class Block(nn.Module):
+    """Pre-LN Transformer encoder layer (batch first)."""
+
+    def __init__(self, d: int, n_heads: int, ff_mult: int, dropout: float):
+        super().__init__()
+        self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
+        self.attn = Attention(d, n_heads, dropout)
+        self.mlp = nn.Sequential(nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d), nn.Dropout(dropout))
+
+    def forward(self, x, keep, need_weights=False):
+        a, w = self.attn(self.ln1(x), keep, need_weights)
+        x = x + a
+        return x + self.mlp(self.ln2(x)), w
+
+
+def coord_channels(b: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
+    """(B, 2, H, W) x and y coordinates in [-1, 1] (CoordConv)."""
+    ys = torch.linspace(-1, 1, h, device=like.device, dtype=like.dtype)
+    xs = torch.linspace(-1, 1, w, device=like.device, dtype=like.dtype)
+    grid = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=0)  # (2, H, W)
+    return grid.unsqueeze(0).expand(b, -1, -1, -1)
+
+
+class ConvStem(nn.Module):
+    """Cheap vision encoder: 4x4 stride-4 patches, then two stride-2 convs -> (S/16)^2 tokens."""
+
+    def __init__(self, image_size: int, d: int, coordconv: bool):
+        super().__init__()
+        self.coordconv = coordconv
+        c_in = 3 + 2 * coordconv
+        self.net = nn.Sequential(
+            nn.Conv2d(c_in, 32, 4, stride=4), nn.GELU(),
+            nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GELU(),
+            nn.Conv2d(64, d, 3, stride=2, padding=1),
+        )
+        g = image_size // 16
+        self.grid = (g, g)
+        self.image_size = image_size
+        self.out_dim = d
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images * 2 - 1  # (B, 3, S, S) in [-1, 1]
+        if self.coordconv:
+            x = torch.cat([x, coord_channels(x.size(0), x.size(2), x.size(3), x)], dim=1)
+        return self.net(x).flatten(2).transpose(1, 2)  # (B, g*g, d)
+
+
+class PatchEmbed(nn.Module):
+    """ViT-style linear patch embedding (the reference design's vision encoder)."""
+
+    def __init__(self, image_size: int, patch: int, d: int):
+        super().__init__()
+        self.proj = nn.Conv2d(3, d, patch, stride=patch)
+        g = image_size // patch
+        self.grid = (g, g)
+        self.image_size = image_size
+        self.out_dim = d
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(images * 2 - 1).flatten(2).transpose(1, 2)  # (B, g*g, d)
+
+
+class TextEncoder(nn.Module):
+    """Small Transformer over word embeddings; returns word tokens and a masked-mean sentence vector."""
+
+    def __init__(self, vocab_size: int, max_len: int, d: int, n_heads: int, n_layers: int, ff_mult: int, dropout: float):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, d)
+        self.pos = nn.Parameter(torch.zeros(1, max_len, d))
+        self.blocks = nn.ModuleList(Block(d, n_heads, ff_mult, dropout) for _ in range(n_layers))
+        self.ln = nn.LayerNorm(d)
+        self.out_dim = d
+        nn.init.normal_(self.pos, std=0.02)
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        T = ids.size(1)
+        x = self.embed(ids) + self.pos[:, :T]  # (B, T, d)
+        keep = mask | ~mask.any(dim=1, keepdim=True)  # an empty instruction still attends (to pads)
+        for blk in self.blocks:
+            x, _ = blk(x, keep)
+        x = self.ln(x)
+        m = mask.unsqueeze(-1).to(x.dtype)
+        sentence = (x * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, d)
+        return x, sentence
+
+
+# ----------------------------------------------------------------------------- the model
+
+
+class VLAModel(nn.Module):
+    """Vision-language-action model (see the module docstring for the data flow).
+
+    Args:
+        vision_encoder: module mapping (B, 3, H, W) images in [0, 1] to (B, N, d_v) tokens, with
+            ``grid`` (gh, gw) and ``out_dim`` attributes.
+        language_encoder: module mapping (ids (B, T), mask (B, T)) to (tokens (B, T, d_t),
+            sentence (B, d_t)), with an ``out_dim`` attribute.
+        action_dim: size of the action vector (7 here).
+        config: the architecture; defaults to the ``default`` preset.
+    """
+
+    def __init__(self, vision_encoder: nn.Module, language_encoder: nn.Module, action_dim: int = ACTION_DIM,
+                 config: ModelConfig | None = None):
+        super().__init__()
+        cfg = config or ModelConfig(action_dim=action_dim)
+        if cfg.action_dim != action_dim:
+            cfg = dataclasses.replace(cfg, action_dim=action_dim)
+        self.config = cfg
+        d, A, H = cfg.d_model, cfg.action_dim, cfg.chunk_size
+        self.vision = vision_encoder
+        self.language = language_encoder
+        self.tokenizer = None  # attached by the policy (train_vla tokenizes string batches with it)
+        self.grid = tuple(vision_encoder.grid)
+        n_vis = self.grid[0] * self.grid[1]
+        self.vis_proj = nn.Linear(vision_encoder.out_dim, d) if vision_encoder.out_dim != d else nn.Identity()
+        self.txt_proj = nn.Linear(language_encoder.out_dim, d) if language_encoder.out_dim != d else nn.Identity()
+        self.vis_pos = nn.Parameter(torch.zeros(1, n_vis, d))
+        self.film = nn.Linear(d, 2 * d) if cfg.film else None
+        self.readout = nn.Parameter(torch.zeros(1, 1, d))
+        self.state_proj = nn.Linear(cfg.state_dim, d)
+        self.no_state = nn.Parameter(torch.zeros(1, 1, d))
+        self.type_emb = nn.Parameter(torch.zeros(4, d))  # readout, state, vision, language
+        self.blocks = nn.ModuleList(Block(d, cfg.n_heads, cfg.ff_mult, cfg.dropout) for _ in range(cfg.n_layers))
+        self.ln_f = nn.LayerNorm(d)
+        n_cont = A - 1 if cfg.separate_gripper else A
+        per_step = n_cont * (cfg.n_bins if cfg.head == "discrete" else 1) + (1 if cfg.separate_gripper else 0)
+        self.head = nn.Sequential(nn.Linear(d, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, H * per_step))
+        # Normalisation (replaced from dataset stats by the trainer; identity-ish defaults).
+        self.register_buffer("action_mean", torch.zeros(A))
+        self.register_buffer("action_std", torch.ones(A))
+        self.register_buffer("action_low", -torch.ones(A))
+        self.register_buffer("action_high", torch.ones(A))
+        self.register_buffer("state_mean", torch.zeros(cfg.state_dim))
+        self.register_buffer("state_std", torch.ones(cfg.state_dim))
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        for p in (self.vis_pos, self.readout, self.no_state, self.type_emb):
+            nn.init.normal_(p, std=0.02)
+        if self.film is not None:  # start as the identity modulation
+            nn.init.zeros_(self.film.weight)
+            nn.init.zeros_(self.film.bias)
+
+    # ------------------------------------------------------------------ normalisation
+    def set_stats(self, stats: dict[str, Any]) -> None:
+        """Set normalisation from dataset stats ``{"action": {"mean", "std", "q01", "q99"}, "observation.state": ...}``."""
+        def t(x):
+            return torch.as_tensor(x, dtype=torch.float32)
+
+        a = stats["action"]
+        self.action_mean.copy_(t(a["mean"]))
+        self.action_std.copy_(t(a["std"]).clamp(min=1e-3))
+        self.action_low.copy_(t(a.get("q01", a.get("min"))))
+        self.action_high.copy_(torch.maximum(t(a.get("q99", a.get("max"))), self.action_low + 1e-3))
+        if "observation.state" in stats:
+            s = stats["observation.state"]
+            self.state_mean.copy_(t(s["mean"]))
+            self.state_std.copy_(t(s["std"]).clamp(min=1e-3))
+
+    # ------------------------------------------------------------------ forward
+    def encode(self, images, ids, text_mask, state, need_weights: bool = False):
+        """Fuse the modalities. Returns (readout (B, d), per-layer attention list or None)."""
+        B = images.size(0)
+        vis = self.vis_proj(self.vision(images)) + self.vis_pos  # (B, N, d)
+        words, sentence = self.language(ids, text_mask)
+        words, sentence = self.txt_proj(words), self.txt_proj(sentence)  # (B, T, d), (B, d)
+        if self.film is not None:
+            gamma, beta = self.film(sentence).unsqueeze(1).chunk(2, dim=-1)  # (B, 1, d) each
+            vis = vis * (1 + gamma) + beta
+        if state is None:
+            st = self.no_state.expand(B, -1, -1)
+        else:
+            st = self.state_proj((state - self.state_mean) / self.state_std).unsqueeze(1)  # (B, 1, d)
+            if self.training and self.config.state_dropout > 0:
+                drop = torch.rand(B, 1, 1, device=st.device) < self.config.state_dropout
+                st = torch.where(drop, self.no_state.expand(B, -1, -1), st)
+        te = self.type_emb
+        x = torch.cat([self.readout.expand(B, -1, -1) + te[0], st + te[1], vis + te[2], words + te[3]], dim=1)
+        ones = torch.ones(B, 2 + vis.size(1), dtype=torch.bool, device=x.device)
+        keep = torch.cat([ones, text_mask.bool()], dim=1)  # (B, S)
+        attn = [] if need_weights else None
+        for blk in self.blocks:
+            x, w = blk(x, keep, need_weights)
+            if need_weights:
+                attn.append(w)
+        return self.ln_f(x[:, 0]), attn
+
+    def forward(self, images, ids, text_mask, state=None, need_weights: bool = False) -> dict[str, Any]:
+        """Predict an action chunk.
+
+        Args:
+            images: (B, 3, H, W) float in [0, 1], H = W = ``config.image_size``.
+            ids, text_mask: (B, T) token ids and bool mask (True on real tokens).
+            state: (B, state_dim) in physical units, or None.
+            need_weights: also return per-layer attention (B, heads, S, S) and token layout.
+
+        Returns:
+            ``{"out": (B, H, per_step) raw head output, "attention": list | None, "layout": dict}``.
+        """
+        h, attn = self.encode(images, ids, text_mask, state, need_weights)
+        B, H = h.size(0), self.config.chunk_size
+        out = self.head(h).view(B, H, -1)  # (B, H, per_step)
+        n_vis = self.grid[0] * self.grid[1]
+        layout = {"state": 1, "vision": (2, 2 + n_vis), "language": (2 + n_vis, 2 + n_vis + ids.size(1))}
+        return {"out": out, "attention": attn, "layout": layout}
+
+    # ------------------------------------------------------------------ heads: decode and loss
+    def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(B, H, per_step) -> continuous part and gripper logit (B, H) or None."""
+        if self.config.separate_gripper:
+            return out[..., :-1], out[..., -1]
+        return out, None
+
+    def decode(self, out: torch.Tensor) -> torch.Tensor:
+        """Head output -> actions (B, H, A) in physical units."""
+        cfg = self.config
+        cont, grip = self._split(out)
+        n_cont = cfg.action_dim - (1 if grip is not None else 0)
+        if cfg.head == "discrete":
+            bins = cont.view(*cont.shape[:2], n_cont, cfg.n_bins).argmax(-1)  # (B, H, n_cont)
+            centres = (bins.float() + 0.5) / cfg.n_bins
+            low, high = self.action_low[:n_cont], self.action_high[:n_cont]
+            acts = low + centres * (high - low)
+        else:
+            acts = cont * self.action_std[:n_cont] + self.action_mean[:n_cont]
+        if grip is not None:
+            acts = torch.cat([acts, (grip > 0).float().unsqueeze(-1)], dim=-1)  # 1 = open
+        return acts
+
+    def loss(self, out: torch.Tensor, actions: torch.Tensor, is_pad: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss for a chunk of target actions (B, H, A) in physical units."""
+        cfg = self.config
+        valid = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device) if is_pad is None else ~is_pad
+        w = valid.float()
+        denom = w.sum().clamp(min=1.0)
+        cont, grip = self._split(out)
+        n_cont = cfg.action_dim - (1 if grip is not None else 0)
+        target = actions[..., :n_cont]
+        logs: dict[str, float] = {}
+        if cfg.head == "discrete":
+            low, high = self.action_low[:n_cont], self.action_high[:n_cont]
+            frac = ((target - low) / (high - low)).clamp(0, 1 - 1e-6)
+            bins = (frac * cfg.n_bins).long()  # (B, H, n_cont)
+            logits = cont.view(*cont.shape[:2], n_cont, cfg.n_bins)
+            ce = F.cross_entropy(logits.reshape(-1, cfg.n_bins), bins.reshape(-1), reduction="none").view_as(bins)
+            main = (ce.mean(-1) * w).sum() / denom
+            logs["ce_loss"] = main.item()
+        else:
+            norm = (target - self.action_mean[:n_cont]) / self.action_std[:n_cont]
+            main = (((cont - norm) ** 2).mean(-1) * w).sum() / denom
+            logs["mse_loss"] = main.item()
+        total = main
+        if grip is not None:
+            opened = (actions[..., -1] >= 0.5).float()
+            bce = F.binary_cross_entropy_with_logits(grip, opened, reduction="none")
+            g = (bce * w).sum() / denom
+            logs["gripper_loss"] = g.item()
+            total = total + g
+        logs["loss"] = total.item()
+        return total, logs
+
+
+def build_model(config: ModelConfig) -> VLAModel:
+    """Construct encoders and the model from a config (adapters rebuilt from their specs offline)."""
+    if config.vision == "conv":
+        vision: nn.Module = ConvStem(config.image_size, config.d_model, config.coordconv)
+    elif config.vision == "patch":
+        vision = PatchEmbed(config.image_size, config.patch_size, config.d_model)
+    else:
+        from vla_demo.model.hf_encoders import HFVisionEncoder
+
+        vision = HFVisionEncoder.from_spec(config.vision_spec)
+    if config.text == "builtin":
+        language: nn.Module = TextEncoder(
+            config.vocab_size, config.max_text_len, config.d_model, config.n_heads, config.text_layers,
+            config.ff_mult, config.dropout,
+        )
+    else:
+        from vla_demo.model.hf_encoders import HFTextEncoder
+
+        language = HFTextEncoder.from_spec(config.text_spec)
+    return VLAModel(vision, language, config.action_dim, config)

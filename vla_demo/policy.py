@@ -1,0 +1,298 @@
+"""LanguageConditionedPolicy: images + typed instructions in, 7-D actions out.
+
+The seed's usage holds: ``policy.act(image, "pick up the red cube") -> np.ndarray (7,)`` (stateless,
+the first action of a fresh prediction). On top of it:
+
+* ``reset()`` / ``select_action(obs)``: stateful closed-loop control that executes predicted
+  chunks from a queue (``n_action_steps`` at a time) or blends overlapping chunks with temporal
+  ensembling (ACT), the lerobot policy contract.
+* ``predict(image, instruction, state=None, return_attention=False) -> Prediction`` with the chunk
+  and, on request, attention over image patches (per layer and head, and a rollout) and over the
+  words as typed.
+* ``forward(batch) -> (loss, logs)`` for training, ``save_pretrained`` / ``from_pretrained``
+  (config.json + model.safetensors + tokenizer.json + README.md; no pickle anywhere).
+
+Images may be uint8 or float (in [0, 1]), HxW (grey), HxWx1, HxWx3 or HxWx4 (alpha dropped), any
+size, or PIL images; anything else raises ``ValueError`` saying what was expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vla_demo.constants import ACTION, ACTION_IS_PAD, OBS_IMAGE_FRONT, OBS_STATE, TASK
+from vla_demo.model import checkpoint
+from vla_demo.model.tokenizer import InstructionTokenizer
+from vla_demo.model.vla import ModelConfig, VLAModel, build_model
+
+@dataclass
+class PolicyConfig:
+    """Inference behaviour (serialised with the checkpoint).
+
+    Attributes:
+        n_action_steps: actions executed from each predicted chunk before predicting again.
+        temporal_ensemble: blend every overlapping chunk's prediction for the current step
+            (predicts every step; ``n_action_steps`` is then ignored).
+        ensemble_decay: weight ``exp(-decay * age)`` of older predictions when ensembling.
+    """
+
+    n_action_steps: int = 4
+    temporal_ensemble: bool = False
+    ensemble_decay: float = 0.01
+
+    def __post_init__(self) -> None:
+        if self.n_action_steps < 1:
+            raise ValueError(f"n_action_steps must be >= 1, got {self.n_action_steps}")
+        if self.ensemble_decay < 0:
+            raise ValueError(f"ensemble_decay must be >= 0, got {self.ensemble_decay}")
+
+
+@dataclass
+class Attention:
+    """What the policy looked at for one prediction.
+
+    Attributes:
+        image: (layers, heads, gh, gw) the readout token's attention over the image patches.
+        image_rollout: (gh, gw) attention rollout over all layers, summing to 1.
+        words: (typed word, weight) pairs, weights summing to 1 (0 for an empty instruction).
+        word_layers: (layers, n_words) the readout's attention per typed word and layer.
+    """
+
+    image: np.ndarray
+    image_rollout: np.ndarray
+    words: list[tuple[str, float]]
+    word_layers: np.ndarray
+
+
+@dataclass
+class Prediction:
+    action: np.ndarray  # (7,) the first action of the chunk
+    chunk: np.ndarray  # (H, 7)
+    attention: Attention | None = None
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def to_image_array(image: Any) -> np.ndarray:
+    """Any supported image -> (H, W, 3) uint8; ValueError naming the expectation otherwise."""
+    expected = "an HxW, HxWx1, HxWx3 or HxWx4 array (uint8, or float in [0, 1]) or a PIL image"
+    if hasattr(image, "convert") and hasattr(image, "size"):  # PIL, without importing it
+        image = np.asarray(image.convert("RGB"))
+    if isinstance(image, torch.Tensor):
+        raise ValueError(f"expected {expected}, got a torch tensor (convert it with .cpu().numpy() in HWC order)")
+    if not isinstance(image, np.ndarray):
+        raise ValueError(f"expected {expected}, got {type(image).__name__}")
+    if image.ndim == 2:
+        image = image[:, :, None]
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4) or min(image.shape[:2]) < 2:
+        raise ValueError(f"expected {expected}, got shape {image.shape}")
+    if image.dtype == np.uint8:
+        out = image
+    elif np.issubdtype(image.dtype, np.floating):
+        if not np.all(np.isfinite(image)):
+            raise ValueError("image has NaN or inf values")
+        if image.min() < 0 or image.max() > 1:
+            raise ValueError(f"float images must be in [0, 1], got range [{image.min():.3g}, {image.max():.3g}]")
+        out = (image * 255 + 0.5).astype(np.uint8)
+    else:
+        raise ValueError(f"expected {expected}, got dtype {image.dtype}")
+    if out.shape[2] == 1:
+        out = np.repeat(out, 3, axis=2)
+    return np.ascontiguousarray(out[:, :, :3])
+
+
+def prepare_images(images: list[Any], size: int) -> torch.Tensor:
+    """List of images -> (B, 3, size, size) float in [0, 1]."""
+    import cv2
+
+    out = np.empty((len(images), size, size, 3), np.uint8)
+    for i, img in enumerate(images):
+        arr = to_image_array(img)
+        if arr.shape[:2] != (size, size):
+            shrink = arr.shape[0] > size or arr.shape[1] > size
+            arr = cv2.resize(arr, (size, size), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+        out[i] = arr
+    return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
+
+
+def prepare_state(state: Any, dim: int) -> torch.Tensor | None:
+    if state is None:
+        return None
+    s = np.asarray(state, dtype=np.float32)
+    if s.shape != (dim,) or not np.all(np.isfinite(s)):
+        raise ValueError(f"state must be {dim} finite numbers, got shape {s.shape}")
+    return torch.from_numpy(s).unsqueeze(0)
+
+
+# ----------------------------------------------------------------------------- the policy
+
+
+class LanguageConditionedPolicy:
+    """A VLA model with its tokenizer, normalisation and inference-time action queue.
+
+    Args:
+        model: the :class:`VLAModel`.
+        tokenizer: an :class:`InstructionTokenizer` (or a ``transformers`` fast tokenizer).
+        config: inference behaviour.
+    """
+
+    def __init__(self, model: VLAModel, tokenizer, config: PolicyConfig | None = None):
+        if not isinstance(tokenizer, InstructionTokenizer):
+            tokenizer = InstructionTokenizer(tokenizer, model.config.max_text_len)
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        model.tokenizer = tokenizer
+        self.config = config or PolicyConfig()
+        self.last_prediction: Prediction | None = None
+        self.reset()
+
+    @classmethod
+    def build(cls, preset: str = "default", tokenizer: InstructionTokenizer | None = None,
+              config: PolicyConfig | None = None, seed: int = 0, **overrides: Any) -> LanguageConditionedPolicy:
+        """A freshly initialised policy from a preset, with the grammar's tokenizer by default."""
+        tokenizer = tokenizer or InstructionTokenizer.train()
+        cfg = ModelConfig.from_preset(preset, vocab_size=tokenizer.vocab_size, max_text_len=tokenizer.max_length, **overrides)
+        torch.manual_seed(seed)
+        return cls(build_model(cfg), tokenizer, config)
+
+    # ------------------------------------------------------------------ inference
+    def reset(self) -> None:
+        """Forget queued actions; call on every env reset and instruction change."""
+        self._queue: deque[np.ndarray] = deque()
+        self._history: deque[tuple[int, np.ndarray]] = deque()
+        self._t = 0
+
+    @torch.inference_mode()
+    def predict(self, image, instruction: str, state=None, return_attention: bool = False) -> Prediction:
+        """One fresh prediction: the action chunk, and attention when asked."""
+        m = self.model
+        if not isinstance(instruction, str):
+            raise ValueError(f"instruction must be a string, got {type(instruction).__name__}")
+        images = prepare_images([image], m.config.image_size)
+        enc = self.tokenizer([instruction])
+        st = prepare_state(state, m.config.state_dim)
+        res = m(images, enc.input_ids, enc.attention_mask, st, need_weights=return_attention)
+        chunk = m.decode(res["out"])[0].numpy().astype(np.float32)  # (H, A)
+        attention = None
+        if return_attention:
+            attention = summarize_attention(res["attention"], res["layout"], m.grid, enc.words[0], enc.token_words[0])
+        self.last_prediction = Prediction(chunk[0].copy(), chunk, attention)
+        return self.last_prediction
+
+    def act(self, image, instruction: str, state=None) -> np.ndarray:
+        """Stateless: the first action of a fresh prediction, (7,) float32 numpy."""
+        return self.predict(image, instruction, state).action
+
+    def select_action(self, obs: dict[str, Any]) -> np.ndarray:
+        """Stateful closed-loop control from an env observation."""
+        image, text, state = obs[OBS_IMAGE_FRONT], obs[TASK], obs.get(OBS_STATE)
+        if self.config.temporal_ensemble:
+            return self._ensembled(image, text, state)
+        if not self._queue:
+            chunk = self.predict(image, text, state).chunk
+            self._queue.extend(chunk[: self.config.n_action_steps])
+        return self._queue.popleft()
+
+    def _ensembled(self, image, text, state) -> np.ndarray:
+        chunk = self.predict(image, text, state).chunk
+        H = len(chunk)
+        self._history.append((self._t, chunk))
+        while self._history and self._history[0][0] <= self._t - H:
+            self._history.popleft()
+        # ACT's scheme: the oldest prediction for this step gets weight 1, newer ones exp(-k i).
+        preds = np.stack([c[self._t - start] for start, c in self._history])  # (n, A), oldest first
+        w = np.exp(-self.config.ensemble_decay * np.arange(len(preds)))
+        self._t += 1
+        action = (preds * (w / w.sum())[:, None]).sum(0).astype(np.float32)
+        if self.model.config.separate_gripper:
+            action[-1] = float(action[-1] >= 0.5)  # a blended open/closed command is still binary
+        return action
+
+    # ------------------------------------------------------------------ training
+    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss on a batch keyed like the training view (ARCHITECTURE section 4)."""
+        m = self.model
+        images = batch[OBS_IMAGE_FRONT]
+        if images.shape[-1] != m.config.image_size or images.shape[-2] != m.config.image_size:
+            images = torch.nn.functional.interpolate(images, size=(m.config.image_size,) * 2, mode="bilinear",
+                                                     align_corners=False, antialias=True)
+        enc = self.tokenizer(list(batch[TASK]))
+        ids = enc.input_ids
+        out = m(images, ids, enc.attention_mask, batch.get(OBS_STATE))["out"]
+        return m.loss(out, batch[ACTION], batch.get(ACTION_IS_PAD))
+
+    # ------------------------------------------------------------------ files
+    def save_pretrained(self, directory: str | Path, card: str | None = None) -> Path:
+        """Write config.json, model.safetensors, tokenizer.json and a README.md model card."""
+        return checkpoint.save_policy(self, Path(directory), card)
+
+    @classmethod
+    def from_pretrained(cls, directory: str | Path) -> LanguageConditionedPolicy:
+        """Load a checkpoint folder; shape/config mismatches and corrupt files raise ValueError."""
+        return checkpoint.load_policy(cls, Path(directory))
+
+    def config_dict(self) -> dict[str, Any]:
+        return {
+            "format": checkpoint.FORMAT,
+            "model": self.model.config.to_dict(),
+            "policy": dataclasses.asdict(self.config),
+            "tokenizer": {"max_length": self.tokenizer.max_length, "special_tokens": self.tokenizer.special_tokens()},
+        }
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.model.parameters())
+
+    def __repr__(self) -> str:
+        c = self.model.config
+        return f"LanguageConditionedPolicy({c.preset}: d{c.d_model} x{c.n_layers}, {self.num_parameters() / 1e6:.2f}M params)"
+
+
+# ----------------------------------------------------------------------------- attention
+
+
+def summarize_attention(layers: list[torch.Tensor], layout: dict, grid: tuple[int, int], words: list[str],
+                        token_words: list[int]) -> Attention:
+    """Per-layer attention maps (1, heads, S, S) -> the readout's view of patches and words."""
+    att = torch.stack([a[0] for a in layers])  # (L, nh, S, S)
+    v0, v1 = layout["vision"]
+    t0, _ = layout["language"]
+    readout = att[:, :, 0]  # (L, nh, S): each row sums to 1 over all tokens
+    image = readout[:, :, v0:v1].reshape(att.size(0), att.size(1), *grid)
+    rollout = attention_rollout(att)[v0:v1]
+    rollout = rollout / rollout.sum().clamp(min=1e-12)
+    text = readout[:, :, t0:].mean(1)  # (L, T) averaged over heads
+    word_layers = torch.zeros(att.size(0), len(words))
+    for tok, w in enumerate(token_words):
+        if w >= 0 and tok < text.size(1):
+            word_layers[:, w] += text[:, tok]
+    totals = word_layers.sum(0)
+    weights = (totals / totals.sum()).tolist() if totals.sum() > 0 else [0.0] * len(words)
+    return Attention(
+        image=image.numpy().astype(np.float32),
+        image_rollout=rollout.reshape(grid).numpy().astype(np.float32),
+        words=list(zip(words, weights, strict=True)),
+        word_layers=word_layers.numpy().astype(np.float32),
+    )
+
+
+def attention_rollout(att: torch.Tensor) -> torch.Tensor:
+    """Abnar & Zuidema's rollout: head-averaged attention plus the residual, multiplied through
+    the layers; returns the readout token's row (S,)."""
+    S = att.size(-1)
+    eye = torch.eye(S)
+    joint = eye
+    for layer in att.mean(1):  # (S, S) per layer
+        a = 0.5 * layer + 0.5 * eye
+        a = a / a.sum(-1, keepdim=True)
+        joint = a @ joint
+    return joint[0]
+
