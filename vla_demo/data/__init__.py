@@ -1,0 +1,1 @@
+"""Demonstration datasets in the LeRobot v3.0 format: writing, reading, editing, training views."""
