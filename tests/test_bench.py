@@ -46,3 +46,12 @@ def test_policy_rows_compare_default_with_reference_and_attention_with_default()
         assert default["ratio"] == pytest.approx(default["value"] / ref["value"], rel=1e-2)
         assert att["reference"] == default["name"]
         assert att["ratio"] == pytest.approx(att["value"] / default["value"], rel=1e-2)
+
+
+def test_dataset_rows_have_the_contract_names():
+    rows = {r["name"]: r for r in bench.bench_dataset(repeats=2, fill=4)}
+    assert set(rows) == {"dataset.save_episode_100_ms.at_1", "dataset.save_episode_100_ms.at_4", "dataset.collect_frames_per_s"}
+    grown = rows["dataset.save_episode_100_ms.at_4"]
+    assert grown["reference"] == "dataset.save_episode_100_ms.at_1" and grown["unit"] == "ms"
+    assert grown["ratio"] == pytest.approx(grown["value"] / rows["dataset.save_episode_100_ms.at_1"]["value"], rel=1e-2)
+    assert rows["dataset.collect_frames_per_s"]["value"] > 0

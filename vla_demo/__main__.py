@@ -1,7 +1,8 @@
 """Command line: ``python -m vla_demo <verb> ...``.
 
-Verbs so far: ``sim`` (render a scripted episode), ``eval`` (success rates with 95% intervals),
-``bench`` (the benchmark table). Each verb's options: ``python -m vla_demo <verb> --help``.
+Verbs so far: ``sim`` (render a scripted episode), ``collect`` (scripted demonstrations into a
+LeRobot dataset), ``dataset`` (info, check and edit a dataset), ``eval`` (success rates with 95%
+intervals), ``bench`` (the benchmark table). Each verb's options: ``python -m vla_demo <verb> --help``.
 """
 
 from __future__ import annotations
@@ -29,6 +30,47 @@ def _add_sim(sub) -> None:
     p.add_argument("--out", default="episode.mp4", help="output .mp4 (video) or .png (strip of key frames)")
 
 
+def _add_collect(sub) -> None:
+    p = sub.add_parser("collect", help="record scripted-expert demonstrations into a LeRobot v3 dataset")
+    p.add_argument("--episodes", type=int, required=True)
+    p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
+    p.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    p.add_argument("--split", choices=SPLITS, default="train")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--noise", type=float, default=0.3, help="executed-action noise, fraction of the limits")
+    p.add_argument("--workers", type=int, default=None, help="worker processes (default: up to 2 cores)")
+    p.add_argument("--size", type=int, default=128, help="camera image height and width")
+    p.add_argument("--wrist", action="store_true", help="also record the wrist camera")
+    p.add_argument("--keep-failed", action="store_true", help="keep failed episodes (labelled success=false)")
+
+
+def _add_dataset(sub) -> None:
+    p = sub.add_parser("dataset", help="inspect, check and edit a LeRobot v3 dataset")
+    ops = p.add_subparsers(dest="op", required=True)
+    for name, text in (("info", "counts, tasks and episodes"), ("check", "verify every format invariant")):
+        o = ops.add_parser(name, help=text)
+        o.add_argument("path")
+    o = ops.add_parser("delete-episode", help="move an episode to the trash (undo with restore-episode)")
+    o.add_argument("path")
+    o.add_argument("episode", type=int)
+    o = ops.add_parser("restore-episode", help="append a deleted episode back (no id: list the trash)")
+    o.add_argument("path")
+    o.add_argument("trash_id", nargs="?")
+    o = ops.add_parser("trim", help="keep frames [start, end) of an episode")
+    o.add_argument("path")
+    o.add_argument("episode", type=int)
+    o.add_argument("start", type=int)
+    o.add_argument("end", type=int)
+    o = ops.add_parser("relabel", help="change an episode's instruction and/or success label")
+    o.add_argument("path")
+    o.add_argument("episode", type=int)
+    o.add_argument("--task", default=None, help="the new instruction for every frame")
+    o.add_argument("--success", choices=("true", "false", "none"), default=None)
+    o = ops.add_parser("export", help="zip the dataset for sharing")
+    o.add_argument("path")
+    o.add_argument("--out", default=None, help="zip file (default: <path>.zip)")
+
+
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a policy per task family")
     p.add_argument("--policy", required=True, help="checkpoint folder, policy-server URL or 'expert'")
@@ -51,7 +93,7 @@ def _add_bench(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vla_demo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True)
-    for add in (_add_sim, _add_eval, _add_bench):
+    for add in (_add_sim, _add_collect, _add_dataset, _add_eval, _add_bench):
         add(sub)
     return parser
 
@@ -66,6 +108,64 @@ def cmd_sim(args) -> int:
     )
     print(f"{summary}\nwrote {path}")
     return 0
+
+
+def cmd_collect(args) -> int:
+    from vla_demo.data.collect import collect
+
+    summary = collect(args.out, args.episodes, tuple(args.families), args.split, args.seed, args.noise,
+                      args.workers, (args.size, args.size), args.wrist, args.keep_failed)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+def cmd_dataset(args) -> int:
+    from vla_demo.data import edit
+    from vla_demo.data.reader import DatasetReader
+    from vla_demo.data.writer import DatasetWriter
+
+    if args.op == "info":
+        r = DatasetReader(args.path)
+        print(json.dumps(dataset_summary(r), indent=2))
+        return 0
+    if args.op == "check":
+        problems = edit.check(args.path)
+        for p in problems:
+            print(f"problem: {p}")
+        print("ok: every invariant holds" if not problems else f"{len(problems)} problem(s)")
+        return 0 if not problems else 1
+    if args.op == "export":
+        out = args.out or str(Path(args.path).resolve()) + ".zip"
+        print(f"wrote {edit.export_zip(args.path, out)}")
+        return 0
+    if args.op == "restore-episode" and args.trash_id is None:
+        print("\n".join(edit.trashed_episodes(args.path)) or "the trash is empty")
+        return 0
+    writer = DatasetWriter.open(args.path)
+    try:
+        if args.op == "delete-episode":
+            print(f"moved episode {args.episode} to the trash as {edit.delete_episode(writer, args.episode)}")
+        elif args.op == "restore-episode":
+            print(f"restored as episode {edit.restore_episode(writer, args.trash_id)}")
+        elif args.op == "trim":
+            edit.trim_episode(writer, args.episode, args.start, args.end)
+            print(f"episode {args.episode} now holds frames [{args.start}, {args.end})")
+        elif args.op == "relabel":
+            success = {"true": True, "false": False, "none": None, None: "keep"}[args.success]
+            edit.relabel_episode(writer, args.episode, args.task, success)
+            print(f"relabelled episode {args.episode}")
+    finally:
+        writer.close()
+    return 0
+
+
+def dataset_summary(r) -> dict:
+    extras = [{k: e.get(k) for k in ("episode_index", "length", "success", "source", "operator", "tasks")}
+              for e in r.episodes]
+    return {"path": str(r.root), "fps": r.fps, "robot_type": r.info.get("robot_type"),
+            "episodes": r.num_episodes, "frames": r.num_frames, "tasks": len(r.tasks),
+            "cameras": r.video_keys, "codec": {k: r.features[k].get("info", {}).get("video.codec") for k in r.video_keys},
+            "episode_list": extras[:50]}
 
 
 def cmd_eval(args) -> int:
@@ -96,8 +196,9 @@ def cmd_bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"sim": cmd_sim, "eval": cmd_eval, "bench": cmd_bench}[args.verb](args)
-    except (ValueError, OSError) as e:
+        verbs = {"sim": cmd_sim, "collect": cmd_collect, "dataset": cmd_dataset, "eval": cmd_eval, "bench": cmd_bench}
+        return verbs[args.verb](args)
+    except (ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 

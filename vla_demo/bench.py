@@ -113,7 +113,53 @@ def bench_policy(repeats: int = 100) -> list[Row]:
     return rows
 
 
-GROUPS: dict[str, Callable[..., list[Row]]] = {"sim.": bench_sim, "policy.": bench_policy}
+def sim_episode(length: int = 100):
+    """A realistic 100-frame episode (scripted-expert frames, which compress like real ones)."""
+    from vla_demo.data.collect import CollectJob, run_demo
+
+    episode, _ = run_demo(CollectJob("place", "train", 0, 0.3, (128, 128), False))
+    reps = -(-length // len(episode))
+    frames = {k: np.concatenate([v] * reps)[:length] for k, v in episode.frames.items()}
+    episode.frames, episode.tasks = frames, (episode.tasks * reps)[:length]
+    return episode
+
+
+def bench_dataset(repeats: int = 5, fill: int = 200) -> list[Row]:
+    """``save_episode`` of 100 frames into a fresh dataset and one holding ``fill`` episodes
+    (the ratio shows whether saving slows down as the dataset grows), and collection throughput."""
+    import tempfile
+
+    from vla_demo.data.collect import collect
+    from vla_demo.data.format import sim_features
+    from vla_demo.data.writer import DatasetWriter
+
+    episode = sim_episode()
+    values: dict[str, tuple[float, str]] = {}
+    with tempfile.TemporaryDirectory(prefix="vla_bench_") as tmp:
+        writer = DatasetWriter.open(Path(tmp) / "ds", sim_features(), fps=10)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            writer.save_episode(episode)
+            times.append((time.perf_counter() - t) * 1000)
+        values["dataset.save_episode_100_ms.at_1"] = (float(np.median(times)), "ms")
+        while writer.num_episodes < fill:
+            writer.save_episode(episode)
+        times = []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            writer.save_episode(episode)
+            times.append((time.perf_counter() - t) * 1000)
+        values[f"dataset.save_episode_100_ms.at_{fill}"] = (float(np.median(times)), "ms")
+        writer.close()
+        summary = collect(Path(tmp) / "collect", episodes=max(4, 2 * repeats), progress=False)
+    rows = make_rows(values, "dataset.save_episode_100_ms.at_1")
+    rows.append({"name": "dataset.collect_frames_per_s", "value": summary["frames_per_s"], "unit": "frames/s",
+                 "reference": None, "ratio": None})
+    return rows
+
+
+GROUPS: dict[str, Callable[..., list[Row]]] = {"sim.": bench_sim, "policy.": bench_policy, "dataset.": bench_dataset}
 
 
 def run(only: str | None = None, repeats: int | None = None) -> list[Row]:

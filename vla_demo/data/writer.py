@@ -193,7 +193,7 @@ class DatasetWriter:
     def _acquire_process_lock(self, create: bool):
         if not self.root.exists():
             if not create:
-                raise ValueError(f"no dataset at {self.root}")
+                raise ValueError(f"no dataset at {self.root}; give features and fps to create one")
             self.root.mkdir(parents=True)
         f = open(self.root / fmt.LOCK_NAME, "a+")  # noqa: SIM115 (held for the writer's lifetime)
         try:

@@ -1,0 +1,138 @@
+"""Scripted demonstrations -> a LeRobot v3.0 dataset (``python -m vla_demo collect``).
+
+Worker processes roll the scripted expert out (with DART-style action noise: executed actions are
+perturbed, the recorded ``action`` is the clean expert command and ``executed_action`` what ran);
+the main process is the dataset's one writer and saves episodes in a deterministic order.
+Failed episodes are left out, or kept with ``success=False`` when asked.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vla_demo.constants import ACTION, EXECUTED_ACTION, FAMILIES, INTERVENTION, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE
+
+# Collection seeds live far above evaluation seeds (evaluate.episode_seeds), so a policy is never
+# evaluated on a scene it was trained on.
+COLLECT_SEED_BASE = 1_000_000_000
+
+
+@dataclass(frozen=True)
+class CollectJob:
+    family: str
+    split: str
+    seed: int
+    noise: float
+    image_size: tuple[int, int]
+    wrist: bool
+
+
+def collection_seed(seed: int, i: int) -> int:
+    return COLLECT_SEED_BASE + seed * 100_003 + i
+
+
+_CACHE: dict[Any, Any] = {}
+
+
+def _env(image_size, wrist):
+    key = (image_size, wrist)
+    if key not in _CACHE:
+        from vla_demo.sim.env import TabletopEnv
+
+        _CACHE[key] = TabletopEnv(image_size=image_size, wrist_camera=wrist)
+    return _CACHE[key]
+
+
+def run_demo(job: CollectJob):
+    """One scripted episode -> (Episode, success)."""
+    from vla_demo.data.writer import Episode
+    from vla_demo.evaluate import rollout
+    from vla_demo.sim.expert import ScriptedExpert
+
+    env = _env(job.image_size, job.wrist)
+    expert = ScriptedExpert(env, noise=job.noise, seed=job.seed)
+    keys = [OBS_IMAGE_FRONT] + ([OBS_IMAGE_WRIST] if job.wrist else [])
+    rows: dict[str, list] = {k: [] for k in [*keys, OBS_STATE, ACTION, EXECUTED_ACTION, INTERVENTION]}
+    tasks, success = [], False
+    for rec in rollout(env, expert, seed=job.seed, options={"family": job.family, "split": job.split}):
+        for k in keys:
+            rows[k].append(rec.observation[k])
+        rows[OBS_STATE].append(rec.observation[OBS_STATE])
+        rows[ACTION].append(rec.label)
+        rows[EXECUTED_ACTION].append(rec.action)
+        rows[INTERVENTION].append(False)
+        tasks.append(rec.observation["task"])
+        success = bool(rec.info.get("success"))
+    frames = {k: np.stack(v) for k, v in rows.items()}
+    frames[INTERVENTION] = frames[INTERVENTION].astype(bool)
+    return Episode(frames, tasks, success, "scripted", "scripted-expert"), success
+
+
+def collect(
+    out: str | os.PathLike,
+    episodes: int,
+    families: tuple[str, ...] = FAMILIES,
+    split: str = "train",
+    seed: int = 0,
+    noise: float = 0.3,
+    workers: int | None = None,
+    image_size: tuple[int, int] = (128, 128),
+    wrist: bool = False,
+    keep_failed: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Record ``episodes`` scripted demonstrations (families in turn) into the dataset at ``out``.
+
+    Returns a summary: saved, failed, frames, seconds and frames per second.
+    """
+    from tqdm import tqdm
+
+    from vla_demo.config import SimConfig
+    from vla_demo.data.format import sim_features
+    from vla_demo.data.writer import DatasetWriter
+    from vla_demo.sim.tasks import check_split, get_family
+
+    if episodes < 1:
+        raise ValueError(f"episodes must be >= 1, got {episodes}")
+    check_split(split)
+    for f in families:
+        get_family(f)
+    workers = workers or min(2, os.cpu_count() or 1)
+    note = f"Scripted-expert demonstrations: families {', '.join(families)}, split `{split}`, action noise {noise}."
+    writer = DatasetWriter.open(out, sim_features(image_size, wrist), SimConfig().control_hz, card_note=note)
+    start = writer.num_episodes
+    jobs = [CollectJob(families[i % len(families)], split, collection_seed(seed, start + i), noise, tuple(image_size), wrist)
+            for i in range(episodes)]
+    saved = failed = frames = 0
+    t0 = time.perf_counter()
+    bar = tqdm(total=episodes, desc=f"collect -> {Path(out).name}", unit="ep", disable=not progress)
+    for episode, ok in _results(jobs, workers):
+        if ok or keep_failed:
+            writer.save_episode(episode)
+            saved += 1
+            frames += len(episode)
+        failed += not ok
+        bar.update(1)
+        bar.set_postfix(saved=saved, failed=failed)
+    bar.close()
+    seconds = time.perf_counter() - t0
+    return {"saved": saved, "failed": failed, "frames": frames, "seconds": round(seconds, 2),
+            "frames_per_s": round(frames / seconds, 1) if seconds else 0.0, "dataset": str(writer.root)}
+
+
+def _results(jobs: list[CollectJob], workers: int):
+    if workers <= 1:
+        for job in jobs:
+            yield run_demo(job)
+        return
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        yield from pool.map(run_demo, jobs, chunksize=2)
