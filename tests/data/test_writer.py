@@ -391,3 +391,41 @@ def test_webcam_datasets_have_no_state(tmp_path):
     assert r.info["robot_type"] == "webcam" and r.fps == 15 and "observation.state" not in r.features
     assert edit.check(w.root) == []
     w.close()
+
+
+def test_reader_handles_lerobot_style_files_holding_several_episodes(writer, tmp_path):
+    """lerobot packs many episodes per parquet and per mp4; rows and frames are then located
+    through dataset_from/to_index and from/to_timestamp. Repack our two episodes that way."""
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from vla_demo.data import video
+
+    record(writer, 5)
+    record(writer, 4, episode=1)
+    src, root = writer.root, tmp_path / "packed"
+    shutil.copytree(src / "meta", root / "meta")
+    shutil.rmtree(root / "meta/episodes")
+    r = DatasetReader(src)
+    (root / "data/chunk-000").mkdir(parents=True)
+    pq.write_table(pa.concat_tables([pq.read_table(src / f"data/chunk-000/file-00{e}.parquet") for e in (0, 1)]),
+                   root / "data/chunk-000/file-000.parquet")
+    key = "observation.images.front"
+    (root / f"videos/{key}/chunk-000").mkdir(parents=True)
+    both = np.concatenate([r.frames(key, 0), r.frames(key, 1)])
+    video.encode(root / f"videos/{key}/chunk-000/file-000.mp4", both, 10)
+    rows = []
+    for e, ep in enumerate(r.episodes):
+        row = dict(ep)
+        row.update({"data/file_index": 0, f"videos/{key}/file_index": 0, "meta/episodes/file_index": 0,
+                    f"videos/{key}/from_timestamp": 0.5 * e, f"videos/{key}/to_timestamp": 0.5 * e + ep["length"] / 10})
+        rows.append(row)
+    (root / "meta/episodes/chunk-000").mkdir(parents=True)
+    pq.write_table(pa.Table.from_pylist(rows), root / "meta/episodes/chunk-000/file-000.parquet")
+    packed = DatasetReader(root)
+    np.testing.assert_array_equal(packed.episode_columns(1)["observation.state"], r.episode_columns(1)["observation.state"])
+    frames = packed.frames(key, 1)
+    assert len(frames) == 4 and np.abs(frames.astype(int) - r.frames(key, 1)).mean() < 3
+    assert edit.check(root) == []
