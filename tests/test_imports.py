@@ -9,7 +9,7 @@ import sys
 
 import vla_demo
 
-TORCH_MODULES = ("vla_demo.model", "vla_demo.policy", "vla_demo.train")
+TORCH_MODULES = ("vla_demo.model", "vla_demo.policy", "vla_demo.train", "vla_demo.data.torch_dataset")
 
 
 def imported_after(modules: list[str]) -> set[str]:
