@@ -119,3 +119,68 @@ class SimConfig:
             if key in d:
                 d[key] = tuple(d[key])
         return cls(**d)
+
+
+@dataclass
+class TrainConfig:
+    """One training or fine-tuning run (serialised into the run folder and the model card).
+
+    Data:
+        datasets: LeRobot v3 dataset folders to mix.
+        weights: sampling weight of each dataset (default: proportional to its frames).
+        intervention_weight: how much more often frames an operator drove are drawn (HG-DAgger).
+        val_fraction: share of episodes held out for the validation loss.
+    Model:
+        preset: model preset for a fresh model; ``init_from`` starts from a checkpoint instead.
+        model_overrides: ModelConfig fields to change from the preset (tiny models in tests).
+        chunk_size: actions per training target (must match the model's).
+    Optimisation:
+        steps, batch_size, lr, weight_decay, warmup_steps (then cosine decay to ``min_lr``), grad_clip.
+    Augmentation:
+        shift_px: random image shift (small: the camera is fixed, so pixels map to positions).
+        colour_jitter: brightness/contrast jitter amplitude.
+        word_drop: probability of replacing a word by the unknown token.
+    Bookkeeping:
+        out: run folder (checkpoints, log.jsonl, final policy in ``out/policy``).
+        ckpt_every, val_every: steps between checkpoints / validation passes.
+        seed: seeds the model init, sampling and augmentation.
+        cache_budget_mb: decoded-frame cache per dataset.
+    """
+
+    datasets: list[str] = field(default_factory=list)
+    out: str = "runs/train"
+    weights: list[float] | None = None
+    preset: str = "default"
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None
+    chunk_size: int = 8
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    grad_clip: float = 1.0
+    shift_px: int = 2
+    colour_jitter: float = 0.1
+    word_drop: float = 0.1
+    intervention_weight: float = 3.0
+    val_fraction: float = 0.05
+    val_every: int = 250
+    ckpt_every: int = 500
+    seed: int = 0
+    cache_budget_mb: float = 4096
+    command: str = ""
+
+    def __post_init__(self) -> None:
+        _check(len(self.datasets) > 0, "give at least one dataset")
+        _check(self.weights is None or len(self.weights) == len(self.datasets),
+               f"{len(self.weights or [])} weights for {len(self.datasets)} datasets")
+        _check(self.weights is None or all(w > 0 for w in self.weights), "dataset weights must be positive")
+        _check(self.steps > 0 and self.batch_size > 0, f"steps ({self.steps}) and batch_size ({self.batch_size}) must be positive")
+        _check(0 < self.lr < 1 and 0 <= self.min_lr <= self.lr, f"need 0 < min_lr <= lr < 1, got lr {self.lr}, min_lr {self.min_lr}")
+        _check(0 <= self.warmup_steps < self.steps, f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
+        _check(0 <= self.word_drop < 1 and 0 <= self.val_fraction < 1, "word_drop and val_fraction must be in [0, 1)")
+        _check(self.intervention_weight > 0, f"intervention_weight must be positive, got {self.intervention_weight}")
+        _check(self.shift_px >= 0 and self.colour_jitter >= 0, "augmentation amplitudes must be >= 0")
+        _check(self.ckpt_every > 0 and self.val_every > 0, "ckpt_every and val_every must be positive")

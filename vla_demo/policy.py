@@ -231,9 +231,10 @@ class LanguageConditionedPolicy:
         return m.loss(out, batch[ACTION], batch.get(ACTION_IS_PAD))
 
     # ------------------------------------------------------------------ files
-    def save_pretrained(self, directory: str | Path, card: str | None = None) -> Path:
-        """Write config.json, model.safetensors, tokenizer.json and a README.md model card."""
-        return checkpoint.save_policy(self, Path(directory), card)
+    def save_pretrained(self, directory: str | Path, card: str | None = None, extra=None) -> Path:
+        """Write config.json, model.safetensors, tokenizer.json and a README.md model card
+        (atomically: into a temp folder renamed into place; ``extra(tmp)`` may add files)."""
+        return checkpoint.save_policy(self, Path(directory), card, extra)
 
     @classmethod
     def from_pretrained(cls, directory: str | Path) -> LanguageConditionedPolicy:

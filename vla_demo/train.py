@@ -109,3 +109,289 @@ def train_vla(model, dataset: Iterable[dict[str, Any]], epochs: int, lr: float =
     finally:
         model.eval()
     return history
+
+
+# ============================================================================ the trainer
+#
+# train(cfg, progress=None, stop=None) -> checkpoint folder. One loop for training from scratch,
+# fine-tuning (cfg.init_from) and DDP (under torchrun: gloo on CPU, nccl on GPU). The loop reads
+# top to bottom: sample a batch -> augment -> loss -> backward -> clip -> step -> log, with
+# validation and atomic checkpoints at intervals. No pickle: model weights go through
+# save_pretrained, optimizer and RNG state through safetensors + JSON.
+
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+
+def lr_at(step: int, cfg) -> float:
+    """Linear warm-up, then cosine decay from ``lr`` to ``min_lr``."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    t = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def augment(images: torch.Tensor, shift: int, jitter: float, g: torch.Generator) -> torch.Tensor:
+    """Small random shifts (edge-padded) and brightness/contrast jitter, per sample. (B, 3, H, W)."""
+    B, _, H, W = images.shape
+    out = images
+    if shift > 0:
+        padded = torch.nn.functional.pad(images, (shift,) * 4, mode="replicate")
+        dx = torch.randint(0, 2 * shift + 1, (B,), generator=g)
+        dy = torch.randint(0, 2 * shift + 1, (B,), generator=g)
+        out = torch.stack([padded[i, :, dy[i]:dy[i] + H, dx[i]:dx[i] + W] for i in range(B)])
+    if jitter > 0:
+        bright = 1 + (torch.rand(B, 1, 1, 1, generator=g) * 2 - 1) * jitter
+        contrast = 1 + (torch.rand(B, 1, 1, 1, generator=g) * 2 - 1) * jitter
+        mean = out.mean(dim=(1, 2, 3), keepdim=True)
+        out = ((out - mean) * contrast + mean * bright).clamp(0, 1)
+    return out
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    batch: dict[str, Any] = {}
+    for key in items[0]:
+        values = [it[key] for it in items]
+        batch[key] = values if isinstance(values[0], str) else torch.stack([torch.as_tensor(v) for v in values])
+    return batch
+
+
+class MixedSampler:
+    """Draws batch indices over several datasets: dataset weights times per-frame weights
+    (intervention frames up-weighted). Each DDP rank draws its own stream (seeded by rank), which
+    is what a distributed sampler does for with-replacement sampling."""
+
+    def __init__(self, views, weights: list[float] | None, intervention_weight: float, seed: int, rank: int = 0):
+        self.views = views
+        self.offsets = np.cumsum([0] + [len(v) for v in views])
+        shares = np.asarray(weights if weights is not None else [len(v) for v in views], dtype=np.float64)
+        shares = shares / shares.sum()
+        parts = []
+        for share, view in zip(shares, views, strict=True):
+            w = view.sample_weights(intervention_weight).double()
+            parts.append(w / w.sum() * share)
+        self.weights = torch.cat(parts)
+        self.generator = torch.Generator().manual_seed(seed * 1009 + rank)
+
+    def batch(self, size: int) -> dict[str, Any]:
+        idx = torch.multinomial(self.weights, size, replacement=True, generator=self.generator)
+        items = []
+        for i in idx.tolist():
+            d = int(np.searchsorted(self.offsets, i, side="right") - 1)
+            items.append(self.views[d][i - self.offsets[d]])
+        return collate(items)
+
+
+def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Deterministic train/validation split of episode indices (at least one training episode)."""
+    order = np.random.default_rng(seed).permutation(n).tolist()
+    n_val = min(n - 1, int(round(n * val_fraction))) if n > 1 else 0
+    return sorted(order[n_val:]), sorted(order[:n_val])
+
+
+def dataset_stats(views) -> dict[str, Any]:
+    """Action and state normalisation stats over all training datasets."""
+    from vla_demo.data import stats as st
+
+    parts = [v.stats() for v in views]
+    keys = [ACTION] + ([OBS_STATE] if all(OBS_STATE in p for p in parts) else [])
+    return st.aggregate([{k: p[k] for k in keys} for p in parts])
+
+
+def _distributed() -> tuple[int, int]:
+    """(rank, world size); initialises the process group under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and not torch.distributed.is_initialized():
+        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        torch.distributed.init_process_group(backend)
+    rank = torch.distributed.get_rank() if world > 1 else 0
+    return rank, world
+
+
+def save_trainer_state(folder: Path, opt, step: int, sampler: MixedSampler, aug_g: torch.Generator) -> None:
+    """Optimizer moments and RNG states (safetensors) + step and hyper-parameters (JSON)."""
+    from safetensors.torch import save_file
+
+    from vla_demo.data import format as fmt
+
+    tensors, scalars = {}, {"step": step, "param_groups": opt.state_dict()["param_groups"]}
+    for pid, state in opt.state_dict()["state"].items():
+        for name, value in state.items():
+            tensors[f"state.{pid}.{name}"] = torch.as_tensor(value).clone().contiguous()
+    tensors["rng.torch"] = torch.get_rng_state()
+    tensors["rng.sampler"] = sampler.generator.get_state()
+    tensors["rng.augment"] = aug_g.get_state()
+    fmt.atomic_write(folder / "trainer_state.safetensors", lambda tmp: save_file(tensors, tmp))
+    fmt.write_json(folder / "trainer_state.json", scalars)
+
+
+def load_trainer_state(folder: Path, opt, sampler: MixedSampler, aug_g: torch.Generator) -> int:
+    from safetensors.torch import load_file
+
+    tensors = load_file(str(folder / "trainer_state.safetensors"))
+    scalars = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for key, value in tensors.items():
+        if key.startswith("state."):
+            _, pid, name = key.split(".", 2)
+            state.setdefault(int(pid), {})[name] = value
+    opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
+    torch.set_rng_state(tensors["rng.torch"])
+    sampler.generator.set_state(tensors["rng.sampler"])
+    aug_g.set_state(tensors["rng.augment"])
+    return int(scalars["step"])
+
+
+def _make_policy(cfg, views):
+    from vla_demo.policy import LanguageConditionedPolicy
+
+    if cfg.init_from:
+        policy = LanguageConditionedPolicy.from_pretrained(cfg.init_from)
+    else:
+        overrides = {**cfg.model_overrides, "chunk_size": cfg.chunk_size}
+        policy = LanguageConditionedPolicy.build(cfg.preset, seed=cfg.seed, **overrides)
+        policy.model.set_stats(dataset_stats(views))
+    if policy.model.config.chunk_size != cfg.chunk_size:
+        raise ValueError(f"chunk_size {cfg.chunk_size} differs from the model's {policy.model.config.chunk_size}")
+    return policy
+
+
+def _loss(policy, model, batch, cfg, g) -> tuple[torch.Tensor, dict[str, float]]:
+    images = augment(batch[OBS_IMAGE_FRONT], cfg.shift_px, cfg.colour_jitter, g) if model.training else batch[OBS_IMAGE_FRONT]
+    enc = policy.tokenizer(list(batch[TASK]))
+    ids = word_dropout(enc.input_ids, enc.attention_mask, policy.tokenizer.unk_id, cfg.word_drop if model.training else 0.0, g)
+    out = model(images, ids, enc.attention_mask, batch.get(OBS_STATE))["out"]
+    return policy.model.loss(out, batch[ACTION], batch.get(ACTION_IS_PAD))
+
+
+@torch.no_grad()
+def validate(policy, views, cfg, batches: int = 4) -> float | None:
+    if not views or not any(len(v) for v in views):
+        return None
+    policy.model.eval()
+    sampler = MixedSampler(views, None, 1.0, seed=cfg.seed + 7)
+    losses = [_loss(policy, policy.model, sampler.batch(cfg.batch_size), cfg, None)[0].item() for _ in range(batches)]
+    return float(np.mean(losses))
+
+
+def train(cfg, progress=None, stop=None) -> Path:
+    """Train (or fine-tune) a policy; returns the folder of the final checkpoint (``out/policy``).
+
+    Args:
+        cfg: a :class:`~vla_demo.config.TrainConfig`.
+        progress: ``progress(step, total, metrics)`` called after every logged step.
+        stop: a ``threading.Event``-like flag; when set, the run checkpoints and returns early.
+    """
+    from tqdm import tqdm
+
+    from vla_demo.data.torch_dataset import TrainingView
+
+    rank, world = _distributed()
+    out = Path(cfg.out)
+    torch.manual_seed(cfg.seed + rank)
+    probe = [TrainingView(d, chunk_size=cfg.chunk_size, cache_budget_mb=1) for d in cfg.datasets]
+    splits = [split_episodes(v.reader.num_episodes, cfg.val_fraction, cfg.seed) for v in probe]
+    policy = _make_policy(cfg, probe)
+    size = policy.model.config.image_size
+    train_views = [TrainingView(d, cfg.chunk_size, image_size=size, cache_budget_mb=cfg.cache_budget_mb, episodes=tr)
+                   for d, (tr, _) in zip(cfg.datasets, splits, strict=True)]
+    val_views = [TrainingView(d, cfg.chunk_size, image_size=size, cache_budget_mb=256, episodes=va)
+                 for d, (_, va) in zip(cfg.datasets, splits, strict=True) if va]
+    model = policy.model
+    model.train()
+    ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    sampler = MixedSampler(train_views, cfg.weights, cfg.intervention_weight, cfg.seed, rank)
+    aug_g = torch.Generator().manual_seed(cfg.seed * 31 + rank)
+    step = _resume(out / "last", policy, opt, sampler, aug_g)
+    log_path = out / "log.jsonl"
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+        from vla_demo.data import format as fmt
+
+        fmt.write_json(out / "train_config.json", dataclasses_asdict(cfg))
+    t0 = time.time()
+    bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=rank != 0)
+    while step < cfg.steps:
+        if stop is not None and stop.is_set():
+            break
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        loss, logs = _loss(policy, ddp_model, sampler.batch(cfg.batch_size), cfg, aug_g)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        step += 1
+        bar.update(1)
+        metrics = {**logs, "lr": opt.param_groups[0]["lr"], "grad_norm": float(grad_norm)}
+        if step % cfg.val_every == 0 or step == cfg.steps:
+            metrics["val_loss"] = validate(policy, val_views, cfg)
+            model.train()
+        if rank == 0:
+            _log(log_path, step, cfg.steps, metrics, time.time() - t0)
+            bar.set_postfix(loss=f"{logs['loss']:.4f}")
+            if progress is not None:
+                progress(step, cfg.steps, metrics)
+            if step % cfg.ckpt_every == 0:
+                _checkpoint(out / "last", policy, opt, step, sampler, aug_g)
+    bar.close()
+    model.eval()
+    if rank == 0:
+        _checkpoint(out / "last", policy, opt, step, sampler, aug_g)
+        card = model_card(cfg, policy, step, time.time() - t0, log_path)
+        policy.save_pretrained(out / "policy", card=card)
+    if world > 1:
+        torch.distributed.barrier()
+    return out / "policy"
+
+
+def dataclasses_asdict(cfg) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(cfg)
+
+
+def _log(path: Path, step: int, total: int, metrics: dict[str, Any], elapsed: float) -> None:
+    line = {"step": step, "total": total, "time_s": round(elapsed, 2), **{k: v for k, v in metrics.items() if v is not None}}
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(json.dumps(line) + "\n")
+
+
+def _checkpoint(folder: Path, policy, opt, step: int, sampler, aug_g) -> None:
+    """Weights + trainer state in one folder, replaced atomically (save_pretrained renames into place)."""
+    policy.save_pretrained(folder, card=f"# training checkpoint at step {step}\n",
+                           extra=lambda tmp: save_trainer_state(Path(tmp), opt, step, sampler, aug_g))
+
+
+def _resume(folder: Path, policy, opt, sampler, aug_g) -> int:
+    if not (folder / "trainer_state.json").exists():
+        return 0
+    from vla_demo.model.checkpoint import WEIGHTS_NAME, _read_weights, check_state_dict
+
+    state = _read_weights(folder / WEIGHTS_NAME)
+    check_state_dict(policy.model, state, folder / WEIGHTS_NAME)
+    policy.model.load_state_dict(state)
+    return load_trainer_state(folder, opt, sampler, aug_g)
+
+
+def model_card(cfg, policy, steps: int, seconds: float, log_path: Path) -> str:
+    last = {}
+    if log_path.exists():
+        lines = log_path.read_text(encoding="utf-8").strip().splitlines()
+        last = json.loads(lines[-1]) if lines else {}
+    c = policy.model.config
+    return "\n".join([
+        f"# vla-demo policy ({c.preset})",
+        "",
+        f"- command: `{cfg.command or 'train(TrainConfig(...)) from Python'}`",
+        f"- data: {', '.join(f'`{d}`' for d in cfg.datasets)}" + (f" (weights {cfg.weights})" if cfg.weights else ""),
+        f"- initialised from: `{cfg.init_from}`" if cfg.init_from else "- initialised from scratch",
+        f"- steps: {steps} x batch {cfg.batch_size}, lr {cfg.lr} (warm-up {cfg.warmup_steps}, cosine), wall time {seconds / 60:.1f} min",
+        f"- final training loss {last.get('loss', float('nan')):.4f}" + (f", validation loss {last['val_loss']:.4f}" if "val_loss" in last else ""),
+        f"- parameters: {policy.num_parameters():,}; fusion d{c.d_model} x {c.n_layers} layers; chunk {c.chunk_size}; head {c.head}",
+        "",
+    ])

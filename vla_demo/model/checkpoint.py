@@ -38,7 +38,12 @@ def default_card(policy) -> str:
     ])
 
 
-def save_policy(policy, directory: Path, card: str | None = None) -> Path:
+def save_policy(policy, directory: Path, card: str | None = None, extra=None) -> Path:
+    """Write the checkpoint into a temp folder and rename it into place.
+
+    ``extra(tmp_folder)`` may add files (the trainer's optimizer state) before the rename, so a
+    checkpoint and its trainer state appear together or not at all.
+    """
     from safetensors.torch import save_file
 
     directory = Path(directory)
@@ -50,6 +55,8 @@ def save_policy(policy, directory: Path, card: str | None = None) -> Path:
         (tmp / CONFIG_NAME).write_text(json.dumps(policy.config_dict(), indent=2) + "\n", encoding="utf-8")
         policy.tokenizer.save(tmp / TOKENIZER_NAME)
         (tmp / CARD_NAME).write_text(card or default_card(policy), encoding="utf-8")
+        if extra is not None:
+            extra(tmp)
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())

@@ -1,0 +1,189 @@
+"""The trainer: loss falls, resume continues the same run, atomic checkpoints, DDP across 2 processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+import torch
+
+from vla_demo.config import TrainConfig
+from vla_demo.data.collect import collect
+from vla_demo.policy import LanguageConditionedPolicy
+from vla_demo.train import augment, lr_at, split_episodes, train
+
+TINY = {"image_size": 32, "d_model": 32, "n_heads": 2, "n_layers": 1, "head_hidden": 32}
+
+
+@pytest.fixture(scope="module")
+def demos(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demos") / "ds"
+    collect(out, episodes=4, families=("reach", "pick"), seed=3, workers=1, image_size=(32, 32), progress=False)
+    return str(out)
+
+
+def config(demos, out, **kw) -> TrainConfig:
+    base = dict(datasets=[demos], out=str(out), model_overrides=TINY, chunk_size=4, steps=40, batch_size=16,
+                warmup_steps=4, val_every=20, ckpt_every=20, val_fraction=0.25, lr=3e-3)
+    return TrainConfig(**{**base, **kw})
+
+
+def weights(path) -> dict[str, torch.Tensor]:
+    return LanguageConditionedPolicy.from_pretrained(path).model.state_dict()
+
+
+def test_loss_decreases_and_outputs_are_complete(demos, tmp_path):
+    seen = []
+    path = train(config(demos, tmp_path / "run", steps=150), progress=lambda s, t, m: seen.append((s, t, m["loss"])))
+    assert [s for s, _, _ in seen] == list(range(1, 151)) and seen[0][1] == 150
+    first, last = np.mean([x for *_, x in seen[:10]]), np.mean([x for *_, x in seen[-10:]])
+    assert last < 0.75 * first, (first, last)
+    lines = [json.loads(x) for x in (tmp_path / "run/log.jsonl").read_text().splitlines()]
+    assert {"step", "total", "loss", "lr"} <= set(lines[0]) and "val_loss" in lines[19]
+    card = (path / "README.md").read_text()
+    assert "150 x batch 16" in card and demos in card
+    policy = LanguageConditionedPolicy.from_pretrained(path)
+    assert policy.model.action_std.abs().sum() > 0 and not torch.allclose(policy.model.action_std, torch.ones(7))
+
+
+def test_resume_continues_the_same_run(demos, tmp_path):
+    straight = train(config(demos, tmp_path / "a", steps=12, ckpt_every=100))
+
+    class StopAt:
+        def __init__(self, n):
+            self.n, self.calls = n, 0
+
+        def is_set(self):
+            self.calls += 1
+            return self.calls > self.n
+
+    train(config(demos, tmp_path / "b", steps=12, ckpt_every=100), stop=StopAt(5))
+    state = json.loads((tmp_path / "b/last/trainer_state.json").read_text())
+    assert state["step"] == 5
+    resumed = train(config(demos, tmp_path / "b", steps=12, ckpt_every=100))
+    for (k, a), (_, b) in zip(weights(straight).items(), weights(resumed).items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+
+
+def test_checkpoints_are_atomic(demos, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    train(config(demos, run, steps=4, ckpt_every=2, warmup_steps=1))
+    before = (run / "last/model.safetensors").read_bytes()
+    import vla_demo.train as tr
+
+    def crash(*a, **k):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(tr, "save_trainer_state", crash)
+    with pytest.raises(OSError):
+        train(config(demos, run, steps=8, ckpt_every=2, warmup_steps=1))
+    assert (run / "last/model.safetensors").read_bytes() == before  # the old checkpoint survived whole
+    assert json.loads((run / "last/trainer_state.json").read_text())["step"] == 4
+    assert not [p for p in run.iterdir() if p.name.startswith(".")]
+
+
+def test_fine_tune_starts_from_a_checkpoint(demos, tmp_path):
+    base = train(config(demos, tmp_path / "base", steps=6))
+    tuned = train(config(demos, tmp_path / "tuned", steps=3, init_from=str(base), warmup_steps=1))
+    a, b = weights(base), weights(tuned)
+    torch.testing.assert_close(a["action_std"], b["action_std"])  # normalisation kept from the parent
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_schedule_split_and_augmentation():
+    cfg = TrainConfig(datasets=["x"], steps=100, warmup_steps=10, lr=1e-3, min_lr=1e-5)
+    assert lr_at(0, cfg) == pytest.approx(1e-4) and lr_at(9, cfg) == pytest.approx(1e-3)
+    assert lr_at(99, cfg) < 2e-5 and lr_at(50, cfg) < lr_at(20, cfg)
+    tr, va = split_episodes(20, 0.1, seed=0)
+    assert len(va) == 2 and not set(tr) & set(va) and sorted(tr + va) == list(range(20))
+    assert split_episodes(1, 0.5, 0) == ([0], [])
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(4, 3, 16, 16)
+    y = augment(x, 2, 0.1, g)
+    assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1 and not torch.equal(x, y)
+    assert torch.equal(augment(x, 0, 0.0, g), x)
+
+
+def test_config_validation():
+    with pytest.raises(ValueError, match="at least one dataset"):
+        TrainConfig(datasets=[])
+    with pytest.raises(ValueError, match="weights"):
+        TrainConfig(datasets=["a"], weights=[1, 2])
+    with pytest.raises(ValueError, match="warmup"):
+        TrainConfig(datasets=["a"], steps=10, warmup_steps=10)
+
+
+DDP_SCRIPT = """
+import json, sys, torch
+from vla_demo.config import TrainConfig
+from vla_demo.train import train
+cfg = TrainConfig(**json.loads(sys.argv[1]))
+train(cfg)
+rank = torch.distributed.get_rank()
+from vla_demo.policy import LanguageConditionedPolicy
+import vla_demo.train as tr
+"""
+
+
+@pytest.mark.slow
+def test_ddp_two_processes_keep_identical_parameters(demos, tmp_path):
+    """Two CPU ranks under torchrun (gloo): each saves its parameters; they must be identical."""
+    script = tmp_path / "ddp_run.py"
+    script.write_text(textwrap_ddp())
+    cfg = config(demos, tmp_path / "ddp", steps=6, ckpt_every=100)
+    import dataclasses
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.getcwd()}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29533", str(script),
+           json.dumps(dataclasses.asdict(cfg)), str(tmp_path)]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    from safetensors.torch import load_file
+
+    r0, r1 = load_file(str(tmp_path / "rank0.safetensors")), load_file(str(tmp_path / "rank1.safetensors"))
+    assert r0.keys() == r1.keys() and len(r0) > 10
+    for k in r0:
+        torch.testing.assert_close(r0[k], r1[k], rtol=0, atol=0, msg=k)
+    start = LanguageConditionedPolicy.build("default", seed=0, chunk_size=4, **TINY).model.state_dict()
+    assert any(not torch.equal(start[k], r0[k]) for k in r0 if k in start and "action_" not in k and "state_" not in k)
+
+
+def textwrap_ddp() -> str:
+    return (
+        "import json, sys, torch\n"
+        "from safetensors.torch import save_file\n"
+        "from vla_demo.config import TrainConfig\n"
+        "import vla_demo.train as tr\n"
+        "cfg = TrainConfig(**json.loads(sys.argv[1]))\n"
+        "captured = {}\n"
+        "orig = tr._make_policy\n"
+        "def keep(cfg, views):\n"
+        "    p = orig(cfg, views)\n"
+        "    captured['p'] = p\n"
+        "    return p\n"
+        "tr._make_policy = keep\n"
+        "tr.train(cfg)\n"
+        "rank = torch.distributed.get_rank()\n"
+        "state = {k: v.detach().clone().contiguous() for k, v in captured['p'].model.state_dict().items()}\n"
+        "save_file(state, f'{sys.argv[2]}/rank{rank}.safetensors')\n"
+        "torch.distributed.destroy_process_group()\n"
+    )
+
+
+def test_stop_flag_is_honoured_between_steps(demos, tmp_path):
+    stop = threading.Event()
+    calls = []
+
+    def progress(step, total, metrics):
+        calls.append(step)
+        if step == 3:
+            stop.set()
+
+    train(config(demos, tmp_path / "run", steps=50), progress=progress, stop=stop)
+    assert calls[-1] == 3
+    assert json.loads((tmp_path / "run/last/trainer_state.json").read_text())["step"] == 3
