@@ -164,6 +164,32 @@ class LanguageConditionedPolicy:
         torch.manual_seed(seed)
         return cls(build_model(cfg), tokenizer, config)
 
+    @classmethod
+    def with_backbones(cls, vision: str | None = None, text: str | None = None, preset: str = "default",
+                       config: PolicyConfig | None = None, seed: int = 0, **overrides: Any) -> LanguageConditionedPolicy:
+        """A policy on ``transformers`` backbones (a folder or, with internet, a hub id) for the
+        vision and/or the language side; the other side stays built in. The checkpoint embeds the
+        backbones' configs and weights, so it loads offline."""
+        from vla_demo.model.hf_encoders import HFTextEncoder, HFVisionEncoder
+        from vla_demo.model.vla import VLAModel
+
+        torch.manual_seed(seed)
+        base = ModelConfig.from_preset(preset, **overrides)
+        d = base.d_model
+        venc = HFVisionEncoder.from_pretrained(vision, d) if vision else None
+        tenc = HFTextEncoder.from_pretrained(text, d) if text else None
+        tokenizer = InstructionTokenizer(tenc.tokenizer, base.max_text_len) if tenc else InstructionTokenizer.train(max_length=base.max_text_len)
+        cfg = dataclasses.replace(
+            base,
+            vision="hf" if venc else base.vision, vision_spec=venc.spec() if venc else None,
+            image_size=venc.image_size[0] if venc else base.image_size,
+            text="hf" if tenc else base.text, text_spec=tenc.spec() if tenc else None,
+            vocab_size=tokenizer.vocab_size,
+        )
+        built = build_model(cfg)  # built-in parts, and the right shapes for everything
+        model = VLAModel(venc or built.vision, tenc or built.language, cfg.action_dim, cfg)
+        return cls(model, tokenizer, config)
+
     # ------------------------------------------------------------------ inference
     def reset(self) -> None:
         """Forget queued actions; call on every env reset and instruction change."""
