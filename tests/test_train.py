@@ -187,3 +187,15 @@ def test_stop_flag_is_honoured_between_steps(demos, tmp_path):
     train(config(demos, tmp_path / "run", steps=50), progress=progress, stop=stop)
     assert calls[-1] == 3
     assert json.loads((tmp_path / "run/last/trainer_state.json").read_text())["step"] == 3
+
+
+def test_train_cli_writes_a_policy_with_its_command(demos, tmp_path, capsys):
+    from vla_demo.__main__ import main
+
+    out = tmp_path / "cli"
+    assert main(["train", "--data", demos, "--out", str(out), "--steps", "3", "--batch-size", "4"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    card = (out / "policy" / "README.md").read_text()
+    assert "python -m vla_demo train" in card and "3 x batch 4" in card
+    assert main(["train", "--steps", "3"]) == 2
+    assert "--data" in capsys.readouterr().err

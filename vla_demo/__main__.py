@@ -1,8 +1,8 @@
 """Command line: ``python -m vla_demo <verb> ...``.
 
 Verbs so far: ``sim`` (render a scripted episode), ``collect`` (scripted demonstrations into a
-LeRobot dataset), ``dataset`` (info, check and edit a dataset), ``eval`` (success rates with 95%
-intervals), ``bench`` (the benchmark table). Each verb's options: ``python -m vla_demo <verb> --help``.
+LeRobot dataset), ``dataset`` (info, check and edit a dataset), ``train`` (train or fine-tune a
+policy), ``eval`` (success rates with 95% intervals), ``bench`` (the benchmark table). Each verb's options: ``python -m vla_demo <verb> --help``.
 """
 
 from __future__ import annotations
@@ -71,6 +71,21 @@ def _add_dataset(sub) -> None:
     o.add_argument("--out", default=None, help="zip file (default: <path>.zip)")
 
 
+def _add_train(sub) -> None:
+    p = sub.add_parser("train", help="train or fine-tune a policy (torchrun-ready)")
+    p.add_argument("--preset", default=None, choices=("default",),
+                   help="the shipped policy's recipe: collect its data if missing, train, write assets/policies/default")
+    p.add_argument("--data", nargs="+", default=None, help="LeRobot dataset folders to mix")
+    p.add_argument("--weights", nargs="+", type=float, default=None, help="sampling weight per dataset")
+    p.add_argument("--out", default=None, help="run folder (default: <data root>/runs/train-<time>)")
+    p.add_argument("--model", default="default", choices=("default", "reference"), help="model preset")
+    p.add_argument("--init-from", default=None, help="fine-tune from this checkpoint folder")
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+
+
 def _add_eval(sub) -> None:
     p = sub.add_parser("eval", help="evaluate a policy per task family")
     p.add_argument("--policy", required=True, help="checkpoint folder, policy-server URL or 'expert'")
@@ -93,7 +108,7 @@ def _add_bench(sub) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vla_demo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True)
-    for add in (_add_sim, _add_collect, _add_dataset, _add_eval, _add_bench):
+    for add in (_add_sim, _add_collect, _add_dataset, _add_train, _add_eval, _add_bench):
         add(sub)
     return parser
 
@@ -168,6 +183,23 @@ def dataset_summary(r) -> dict:
             "episode_list": extras[:50]}
 
 
+def cmd_train(args) -> int:
+    import shlex
+
+    from vla_demo import recipes
+
+    command = "python -m vla_demo " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["train"] else ["train"])
+    if args.preset == "default":
+        path = recipes.default_policy(command=command, steps=args.steps, seed=args.seed)
+    else:
+        if not args.data:
+            raise ValueError("give --data DATASET [DATASET ...] (or --preset default)")
+        path = recipes.train_run(args.data, out=args.out, weights=args.weights, preset=args.model, init_from=args.init_from,
+                                 steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, command=command)
+    print(f"wrote {path}")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from vla_demo.evaluate import evaluate
 
@@ -196,7 +228,8 @@ def cmd_bench(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        verbs = {"sim": cmd_sim, "collect": cmd_collect, "dataset": cmd_dataset, "eval": cmd_eval, "bench": cmd_bench}
+        verbs = {"sim": cmd_sim, "collect": cmd_collect, "dataset": cmd_dataset, "train": cmd_train, "eval": cmd_eval,
+                 "bench": cmd_bench}
         return verbs[args.verb](args)
     except (ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
