@@ -32,6 +32,8 @@ def train_run(datasets, out=None, weights=None, preset="default", init_from=None
 
     out = out or str(data_root() / "runs" / f"train-{time.strftime('%Y%m%d-%H%M%S')}")
     kw = {k: v for k, v in dict(steps=steps, batch_size=batch_size, lr=lr).items() if v is not None}
+    if steps is not None:
+        kw["warmup_steps"] = min(100, steps // 10)  # short runs (tests, quick fine-tunes) warm up briefly
     cfg = TrainConfig(datasets=[str(d) for d in datasets], out=out, weights=weights, preset=preset,
                       init_from=init_from, seed=seed, command=command, **kw)
     return train(cfg)
