@@ -21,8 +21,8 @@ import numpy as np
 Row = dict[str, Any]
 
 
-def median_rate_hz(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
-    """Calls per second, from the median duration of single calls."""
+def durations_s(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> list[float]:
+    """Seconds taken by each of ``repeats`` single calls, after ``warmup`` untimed calls."""
     for _ in range(warmup):
         fn()
     times = []
@@ -30,7 +30,12 @@ def median_rate_hz(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> floa
         t = time.perf_counter()
         fn()
         times.append(time.perf_counter() - t)
-    return 1.0 / float(np.median(times))
+    return times
+
+
+def median_rate_hz(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> float:
+    """Calls per second, from the median duration of single calls."""
+    return 1.0 / float(np.median(durations_s(fn, repeats, warmup)))
 
 
 def make_rows(values: dict[str, tuple[float, str]], reference: str | None) -> list[Row]:
@@ -74,13 +79,7 @@ def bench_sim(repeats: int = 60) -> list[Row]:
 
 def latency_ms(fn: Callable[[], Any], repeats: int, warmup: int = 5) -> tuple[float, float]:
     """(p50, p95) of single-call latency in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - t) * 1000)
+    times = np.asarray(durations_s(fn, repeats, warmup)) * 1000
     return float(np.percentile(times, 50)), float(np.percentile(times, 95))
 
 
@@ -137,20 +136,11 @@ def bench_dataset(repeats: int = 5, fill: int = 200) -> list[Row]:
     values: dict[str, tuple[float, str]] = {}
     with tempfile.TemporaryDirectory(prefix="vla_bench_") as tmp:
         writer = DatasetWriter.open(Path(tmp) / "ds", sim_features(), fps=10)
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            writer.save_episode(episode)
-            times.append((time.perf_counter() - t) * 1000)
-        values["dataset.save_episode_100_ms.at_1"] = (float(np.median(times)), "ms")
+        save = lambda: writer.save_episode(episode)  # noqa: E731
+        values["dataset.save_episode_100_ms.at_1"] = (float(np.median(durations_s(save, repeats, 0))) * 1000, "ms")
         while writer.num_episodes < fill:
-            writer.save_episode(episode)
-        times = []
-        for _ in range(repeats):
-            t = time.perf_counter()
-            writer.save_episode(episode)
-            times.append((time.perf_counter() - t) * 1000)
-        values[f"dataset.save_episode_100_ms.at_{fill}"] = (float(np.median(times)), "ms")
+            save()
+        values[f"dataset.save_episode_100_ms.at_{fill}"] = (float(np.median(durations_s(save, repeats, 0))) * 1000, "ms")
         writer.close()
         summary = collect(Path(tmp) / "collect", episodes=max(4, 2 * repeats), progress=False)
     rows = make_rows(values, "dataset.save_episode_100_ms.at_1")

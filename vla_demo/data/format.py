@@ -157,6 +157,28 @@ def read_info(root: Path) -> dict[str, Any]:
     return info
 
 
+class InfoView:
+    """Shared accessors for classes holding a dataset's ``info`` dict (reader and writer)."""
+
+    info: dict[str, Any]
+
+    @property
+    def fps(self) -> int:
+        return int(self.info["fps"])
+
+    @property
+    def features(self) -> dict[str, Any]:
+        return self.info["features"]
+
+    @property
+    def num_episodes(self) -> int:
+        return int(self.info["total_episodes"])
+
+    @property
+    def num_frames(self) -> int:
+        return int(self.info["total_frames"])
+
+
 # ----------------------------------------------------------------------------- durable writes
 
 

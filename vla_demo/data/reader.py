@@ -58,7 +58,7 @@ def column_to_numpy(column) -> np.ndarray:
     return col.to_numpy(zero_copy_only=False)
 
 
-class DatasetReader:
+class DatasetReader(fmt.InfoView):
     """Read-only view of a LeRobot v3.0 dataset.
 
     Attributes:
@@ -76,22 +76,6 @@ class DatasetReader:
         if len(self.episodes) != self.num_episodes:
             raise ValueError(f"{self.root}: info.json counts {self.num_episodes} episodes but "
                              f"meta/episodes holds {len(self.episodes)}")
-
-    @property
-    def fps(self) -> int:
-        return int(self.info["fps"])
-
-    @property
-    def features(self) -> dict[str, Any]:
-        return self.info["features"]
-
-    @property
-    def num_episodes(self) -> int:
-        return int(self.info["total_episodes"])
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.info["total_frames"])
 
     @property
     def video_keys(self) -> list[str]:

@@ -141,7 +141,7 @@ def _trash_stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 1_000_000:06d}"
 
 
-class DatasetWriter:
+class DatasetWriter(fmt.InfoView):
     """The one writer of a dataset folder in this process (see :meth:`open`)."""
 
     _registry: dict[Path, DatasetWriter] = {}
@@ -225,23 +225,6 @@ class DatasetWriter:
                 with DatasetWriter._registry_lock:
                     if DatasetWriter._registry.get(self.root) is self:
                         del DatasetWriter._registry[self.root]
-
-    # ------------------------------------------------------------------ properties
-    @property
-    def features(self) -> dict[str, Any]:
-        return self.info["features"]
-
-    @property
-    def fps(self) -> int:
-        return int(self.info["fps"])
-
-    @property
-    def num_episodes(self) -> int:
-        return int(self.info["total_episodes"])
-
-    @property
-    def num_frames(self) -> int:
-        return int(self.info["total_frames"])
 
     # ------------------------------------------------------------------ recovery
     def _recover(self) -> None:
