@@ -278,7 +278,8 @@ def _candidates(env) -> list[int]:
 def _first_reached(env, candidates: list[int], radius: float = 0.06) -> int | None:
     view = env.world_view()
     for k, i in enumerate(candidates):
-        if i in view.touched or np.linalg.norm(view.ee_pos[:2] - view.positions[i][:2]) < radius and view.ee_pos[2] < 0.08:
+        near = np.linalg.norm(view.ee_pos[:2] - view.positions[i][:2]) < radius and view.ee_pos[2] < 0.08
+        if i in view.touched or near:
             return k
     return None
 

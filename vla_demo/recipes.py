@@ -59,9 +59,10 @@ def default_policy(command: str, steps: int | None = None, seed: int = 0, episod
                       warmup_steps=200, seed=seed, command=command, val_every=500, ckpt_every=1000)
     path = train(cfg)
     card = (path / "README.md").read_text(encoding="utf-8")
-    card += (f"\n## Recipe\n\n- demonstrations: {want} scripted episodes ({episodes_per_family} per family, action noise 0.3), "
-             f"collected in {collect_s / 60:.1f} min\n- total wall time (data + training): {(time.time() - t0) / 60:.1f} min "
-             f"on {os.cpu_count()} CPU cores\n")
+    card += (f"\n## Recipe\n\n- demonstrations: {want} scripted episodes ({episodes_per_family} per family, action noise 0.3); "
+             f"this run collected {max(0, want - have)} of them in {collect_s / 60:.1f} min"
+             + (f" (the other {have} were already in `{demos}`)" if have else "")
+             + f"\n- wall time of this command (collection + training): {(time.time() - t0) / 60:.1f} min on {os.cpu_count()} CPU cores\n")
     (path / "README.md").write_text(card, encoding="utf-8")
     if out.exists():
         shutil.rmtree(out)
