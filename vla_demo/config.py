@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 
-def _check(cond: bool, msg: str) -> None:
+def require(cond: bool, msg: str) -> None:
+    """Config validation: raise ValueError(msg) unless ``cond``."""
     if not cond:
         raise ValueError(msg)
 
@@ -29,8 +30,8 @@ class ActionLimits:
     max_rotation: float = 0.1
 
     def __post_init__(self) -> None:
-        _check(0 < self.max_translation <= 0.1, f"max_translation must be in (0, 0.1] m, got {self.max_translation}")
-        _check(0 < self.max_rotation <= 0.5, f"max_rotation must be in (0, 0.5] rad, got {self.max_rotation}")
+        require(0 < self.max_translation <= 0.1, f"max_translation must be in (0, 0.1] m, got {self.max_translation}")
+        require(0 < self.max_rotation <= 0.5, f"max_rotation must be in (0, 0.5] rad, got {self.max_rotation}")
 
     def low_high(self) -> tuple[list[float], list[float]]:
         """Bounds of the 7-D action vector, as (low, high) lists."""
@@ -55,9 +56,9 @@ class Workspace:
     def __post_init__(self) -> None:
         for name in ("x", "y", "z"):
             lo, hi = getattr(self, name)
-            _check(lo < hi, f"workspace {name} range must be increasing, got ({lo}, {hi})")
-        _check(0 < self.orientation_limit < 1.5, f"orientation_limit must be in (0, 1.5) rad, got {self.orientation_limit}")
-        _check(0 < self.yaw_limit < 3.0, f"yaw_limit must be in (0, 3.0) rad, got {self.yaw_limit}")
+            require(lo < hi, f"workspace {name} range must be increasing, got ({lo}, {hi})")
+        require(0 < self.orientation_limit < 1.5, f"orientation_limit must be in (0, 1.5) rad, got {self.orientation_limit}")
+        require(0 < self.yaw_limit < 3.0, f"yaw_limit must be in (0, 3.0) rad, got {self.yaw_limit}")
 
 
 @dataclass(frozen=True)
@@ -91,16 +92,16 @@ class SimConfig:
 
     def __post_init__(self) -> None:
         h, w = self.image_size
-        _check(16 <= h <= 1024 and 16 <= w <= 1024, f"image_size must be within 16..1024 px, got {self.image_size}")
-        _check(self.control_hz > 0 and self.physics_hz > 0, "control_hz and physics_hz must be positive")
-        _check(
+        require(16 <= h <= 1024 and 16 <= w <= 1024, f"image_size must be within 16..1024 px, got {self.image_size}")
+        require(self.control_hz > 0 and self.physics_hz > 0, "control_hz and physics_hz must be positive")
+        require(
             self.physics_hz % self.control_hz == 0,
             f"physics_hz ({self.physics_hz}) must be a multiple of control_hz ({self.control_hz})",
         )
-        _check(self.max_episode_steps > 0, f"max_episode_steps must be positive, got {self.max_episode_steps}")
+        require(self.max_episode_steps > 0, f"max_episode_steps must be positive, got {self.max_episode_steps}")
         lo, hi = self.n_objects
-        _check(2 <= lo <= hi <= 5, f"n_objects must satisfy 2 <= min <= max <= 5, got {self.n_objects}")
-        _check(self.robot_visuals in ("simple", "full"), f"robot_visuals must be 'simple' or 'full', got {self.robot_visuals!r}")
+        require(2 <= lo <= hi <= 5, f"n_objects must satisfy 2 <= min <= max <= 5, got {self.n_objects}")
+        require(self.robot_visuals in ("simple", "full"), f"robot_visuals must be 'simple' or 'full', got {self.robot_visuals!r}")
 
     @property
     def substeps(self) -> int:
@@ -173,14 +174,14 @@ class TrainConfig:
     command: str = ""
 
     def __post_init__(self) -> None:
-        _check(len(self.datasets) > 0, "give at least one dataset")
-        _check(self.weights is None or len(self.weights) == len(self.datasets),
+        require(len(self.datasets) > 0, "give at least one dataset")
+        require(self.weights is None or len(self.weights) == len(self.datasets),
                f"{len(self.weights or [])} weights for {len(self.datasets)} datasets")
-        _check(self.weights is None or all(w > 0 for w in self.weights), "dataset weights must be positive")
-        _check(self.steps > 0 and self.batch_size > 0, f"steps ({self.steps}) and batch_size ({self.batch_size}) must be positive")
-        _check(0 < self.lr < 1 and 0 <= self.min_lr <= self.lr, f"need 0 < min_lr <= lr < 1, got lr {self.lr}, min_lr {self.min_lr}")
-        _check(0 <= self.warmup_steps < self.steps, f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
-        _check(0 <= self.word_drop < 1 and 0 <= self.val_fraction < 1, "word_drop and val_fraction must be in [0, 1)")
-        _check(self.intervention_weight > 0, f"intervention_weight must be positive, got {self.intervention_weight}")
-        _check(self.shift_px >= 0 and self.colour_jitter >= 0, "augmentation amplitudes must be >= 0")
-        _check(self.ckpt_every > 0 and self.val_every > 0, "ckpt_every and val_every must be positive")
+        require(self.weights is None or all(w > 0 for w in self.weights), "dataset weights must be positive")
+        require(self.steps > 0 and self.batch_size > 0, f"steps ({self.steps}) and batch_size ({self.batch_size}) must be positive")
+        require(0 < self.lr < 1 and 0 <= self.min_lr <= self.lr, f"need 0 < min_lr <= lr < 1, got lr {self.lr}, min_lr {self.min_lr}")
+        require(0 <= self.warmup_steps < self.steps, f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
+        require(0 <= self.word_drop < 1 and 0 <= self.val_fraction < 1, "word_drop and val_fraction must be in [0, 1)")
+        require(self.intervention_weight > 0, f"intervention_weight must be positive, got {self.intervention_weight}")
+        require(self.shift_px >= 0 and self.colour_jitter >= 0, "augmentation amplitudes must be >= 0")
+        require(self.ckpt_every > 0 and self.val_every > 0, "ckpt_every and val_every must be positive")

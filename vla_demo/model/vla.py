@@ -34,12 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vla_demo.config import require
 from vla_demo.constants import ACTION_DIM, STATE_DIM
-
-
-def _check(cond: bool, msg: str) -> None:
-    if not cond:
-        raise ValueError(msg)
 
 
 @dataclass
@@ -96,21 +92,21 @@ class ModelConfig:
     text_spec: dict[str, Any] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        _check(self.vision in ("conv", "patch", "hf"), f"vision must be conv, patch or hf, got {self.vision!r}")
-        _check(self.text in ("builtin", "hf"), f"text must be builtin or hf, got {self.text!r}")
-        _check(self.head in ("continuous", "discrete"), f"head must be continuous or discrete, got {self.head!r}")
-        _check(self.d_model % self.n_heads == 0, f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
-        _check(self.chunk_size >= 1, f"chunk_size must be >= 1, got {self.chunk_size}")
-        _check(16 <= self.image_size <= 512, f"image_size must be in 16..512, got {self.image_size}")
+        require(self.vision in ("conv", "patch", "hf"), f"vision must be conv, patch or hf, got {self.vision!r}")
+        require(self.text in ("builtin", "hf"), f"text must be builtin or hf, got {self.text!r}")
+        require(self.head in ("continuous", "discrete"), f"head must be continuous or discrete, got {self.head!r}")
+        require(self.d_model % self.n_heads == 0, f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        require(self.chunk_size >= 1, f"chunk_size must be >= 1, got {self.chunk_size}")
+        require(16 <= self.image_size <= 512, f"image_size must be in 16..512, got {self.image_size}")
         if self.vision == "conv":
-            _check(self.image_size % 16 == 0, f"the conv stem needs image_size divisible by 16, got {self.image_size}")
+            require(self.image_size % 16 == 0, f"the conv stem needs image_size divisible by 16, got {self.image_size}")
         if self.vision == "patch":
-            _check(self.image_size % self.patch_size == 0, f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
-        _check(self.vision != "hf" or self.vision_spec is not None, "vision='hf' needs a vision_spec")
-        _check(self.text != "hf" or self.text_spec is not None, "text='hf' needs a text_spec")
-        _check(2 <= self.n_bins <= 4096, f"n_bins must be in 2..4096, got {self.n_bins}")
-        _check(0.0 <= self.state_dropout < 1.0 and 0.0 <= self.dropout < 1.0, "dropout rates must be in [0, 1)")
-        _check(self.action_dim >= 2, f"action_dim must be >= 2, got {self.action_dim}")
+            require(self.image_size % self.patch_size == 0, f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+        require(self.vision != "hf" or self.vision_spec is not None, "vision='hf' needs a vision_spec")
+        require(self.text != "hf" or self.text_spec is not None, "text='hf' needs a text_spec")
+        require(2 <= self.n_bins <= 4096, f"n_bins must be in 2..4096, got {self.n_bins}")
+        require(0.0 <= self.state_dropout < 1.0 and 0.0 <= self.dropout < 1.0, "dropout rates must be in [0, 1)")
+        require(self.action_dim >= 2, f"action_dim must be >= 2, got {self.action_dim}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
