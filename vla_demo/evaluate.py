@@ -197,12 +197,14 @@ class EpisodeJob:
 _WORKER_CACHE: dict[str, Any] = {}
 
 
-def _worker_env():
-    if "env" not in _WORKER_CACHE:
+def worker_env(**overrides: Any):
+    """This process's env for the given SimConfig overrides (worker processes reuse one per config)."""
+    key = ("env", tuple(sorted(overrides.items())))
+    if key not in _WORKER_CACHE:
         from vla_demo.sim.env import TabletopEnv
 
-        _WORKER_CACHE["env"] = TabletopEnv()
-    return _WORKER_CACHE["env"]
+        _WORKER_CACHE[key] = TabletopEnv(**overrides)
+    return _WORKER_CACHE[key]
 
 
 def load_policy(spec: str, env):
@@ -238,7 +240,7 @@ def other_instruction(family: str, split: str, seed: int) -> str:
 
 def run_episode(job: EpisodeJob) -> dict[str, Any]:
     """Run one evaluation episode (in a worker process or inline)."""
-    env = _worker_env()
+    env = worker_env()
     spec = "expert" if job.mode == "expert" else job.policy
     key = f"policy:{spec}"
     if key not in _WORKER_CACHE:

@@ -37,25 +37,13 @@ def collection_seed(seed: int, i: int) -> int:
     return COLLECT_SEED_BASE + seed * 100_003 + i
 
 
-_CACHE: dict[Any, Any] = {}
-
-
-def _env(image_size, wrist):
-    key = (image_size, wrist)
-    if key not in _CACHE:
-        from vla_demo.sim.env import TabletopEnv
-
-        _CACHE[key] = TabletopEnv(image_size=image_size, wrist_camera=wrist)
-    return _CACHE[key]
-
-
 def run_demo(job: CollectJob):
     """One scripted episode -> (Episode, success)."""
     from vla_demo.data.writer import Episode
-    from vla_demo.evaluate import rollout
+    from vla_demo.evaluate import rollout, worker_env
     from vla_demo.sim.expert import ScriptedExpert
 
-    env = _env(job.image_size, job.wrist)
+    env = worker_env(image_size=tuple(job.image_size), wrist_camera=job.wrist)
     expert = ScriptedExpert(env, noise=job.noise, seed=job.seed)
     keys = [OBS_IMAGE_FRONT] + ([OBS_IMAGE_WRIST] if job.wrist else [])
     rows: dict[str, list] = {k: [] for k in [*keys, OBS_STATE, ACTION, EXECUTED_ACTION, INTERVENTION]}

@@ -21,7 +21,7 @@ from vla_demo.data import format as fmt
 from vla_demo.data import stats as st
 from vla_demo.data import video
 from vla_demo.data.reader import DatasetReader, column_to_numpy, read_episode_rows
-from vla_demo.data.writer import DatasetWriter, Episode, row_stats, write_tasks
+from vla_demo.data.writer import DatasetWriter, Episode, row_stats, trash_stamp, write_tasks
 
 MANIFEST = "manifest.json"
 
@@ -124,7 +124,7 @@ def delete_episode(writer: DatasetWriter, e: int) -> str:
     with writer._lock:
         _check_index(writer, e)
         root, feats = writer.root, writer.features
-        trash_id = f"episode-{e:06d}-{fmt_stamp()}"
+        trash_id = f"episode-{e:06d}-{trash_stamp()}"
         dest = root / fmt.TRASH_DIR / trash_id
         reader = DatasetReader(root)
         manifest = {"episode_index": e, "tasks": reader.episode_tasks(e), "row": _jsonable(reader.episode(e))}
@@ -179,7 +179,7 @@ def trim_episode(writer: DatasetWriter, e: int, start: int, end: int) -> str:
         episode = load_episode(reader, e)
         cut = Episode({k: v[start:end] for k, v in episode.frames.items()}, episode.tasks[start:end],
                       episode.success, episode.source, episode.operator)
-        trash_id = f"episode-{e:06d}-{fmt_stamp()}"
+        trash_id = f"episode-{e:06d}-{trash_stamp()}"
         dest = root / fmt.TRASH_DIR / trash_id
         for path in _episode_files(root, writer.features, e):
             target = dest / path.relative_to(root)
@@ -229,12 +229,6 @@ def load_episode(reader: DatasetReader, e: int) -> Episode:
     ep = reader.episode(e)
     tasks = [reader.tasks[i] for i in cols["task_index"]]
     return Episode(frames, tasks, ep.get("success"), ep.get("source") or "teleop", ep.get("operator") or "")
-
-
-def fmt_stamp() -> str:
-    from vla_demo.data.writer import _trash_stamp
-
-    return _trash_stamp()
 
 
 def _jsonable(row: dict[str, Any]) -> dict[str, Any]:

@@ -97,6 +97,3 @@ def aggregate(parts: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[s
 def to_json(stats: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, Any]]:
     return {k: {name: np.asarray(v).tolist() for name, v in s.items()} for k, s in stats.items()}
 
-
-def from_json(obj: dict[str, dict[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
-    return {k: {name: np.asarray(v) for name, v in s.items()} for k, s in obj.items()}

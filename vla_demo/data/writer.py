@@ -137,7 +137,7 @@ class EpisodeRecorder:
 # ----------------------------------------------------------------------------- the writer
 
 
-def _trash_stamp() -> str:
+def trash_stamp() -> str:
     return time.strftime("%Y%m%d-%H%M%S") + f"-{time.time_ns() % 1_000_000:06d}"
 
 
@@ -242,7 +242,7 @@ class DatasetWriter(fmt.InfoView):
             for path in self.root.glob(pattern):
                 path.unlink(missing_ok=True)  # temp files of a write that never completed
         if orphans:
-            dest = self.root / fmt.TRASH_DIR / f"orphans-{_trash_stamp()}"
+            dest = self.root / fmt.TRASH_DIR / f"orphans-{trash_stamp()}"
             for path in orphans:
                 target = dest / path.relative_to(self.root)
                 target.parent.mkdir(parents=True, exist_ok=True)

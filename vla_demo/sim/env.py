@@ -248,9 +248,6 @@ class TabletopEnv(gym.Env):
     def gripper_opening(self) -> float:
         return self._robot.gripper_opening()
 
-    def object_body(self, index: int) -> int:
-        return self._bodies[index]
-
     def front_camera(self) -> camera.CameraMatrices:
         """Matrices of the front camera, to project world points for overlays."""
         return self._front
