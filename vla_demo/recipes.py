@@ -18,6 +18,10 @@ ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_POLICY = ASSETS / "policies" / "default"
 DEFAULT_EPISODES_PER_FAMILY = 200
 DEFAULT_STEPS = 6000
+# 16 instruction-conditioned keypoints give the fusion sub-token object positions; the sim always
+# has proprioception, so the state is hidden less often than in the generic preset (the webcam
+# path still works without it).
+DEFAULT_MODEL = {"keypoints": 16, "state_dropout": 0.15}
 
 
 def data_root() -> Path:
@@ -56,7 +60,8 @@ def default_policy(command: str, steps: int | None = None, seed: int = 0, episod
     collect_s = time.time() - t0
     run = data_root() / "runs" / f"default-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = TrainConfig(datasets=[str(demos)], out=str(run), steps=steps or DEFAULT_STEPS, batch_size=64, lr=1e-3,
-                      warmup_steps=200, seed=seed, command=command, val_every=500, ckpt_every=1000)
+                      warmup_steps=200, seed=seed, command=command, val_every=500, ckpt_every=1000,
+                      model_overrides=DEFAULT_MODEL)
     path = train(cfg)
     card = (path / "README.md").read_text(encoding="utf-8")
     card += (f"\n## Recipe\n\n- demonstrations: {want} scripted episodes ({episodes_per_family} per family, action noise 0.3); "

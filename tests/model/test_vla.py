@@ -48,6 +48,32 @@ def test_output_shapes_and_decoding(tok, head, separate_gripper, vision):
         assert set(acts[..., -1].unique().tolist()) <= {0.0, 1.0}
 
 
+def test_keypoints_find_a_hot_cell_and_add_tokens(tok):
+    from vla_demo.model.vla import SpatialKeypoints
+
+    kp = SpatialKeypoints(channels=4, k=2, d=8)
+    with torch.no_grad():
+        kp.score.weight.zero_()
+        kp.score.bias.zero_()
+        kp.score.weight[:, 0] = 1.0  # both keypoints score channel 0
+        kp.log_temp.fill_(5.0)  # sharp softmax
+    fmap = torch.zeros(1, 4, 5, 7)
+    fmap[0, 0, 4, 1] = 1.0  # row 4 of 5 (y = +1), column 1 of 7 (x = -2/3)
+    pos = kp.positions(fmap, torch.zeros(1, 8))
+    torch.testing.assert_close(pos, torch.tensor([[[-2 / 3, 1.0], [-2 / 3, 1.0]]]), atol=1e-3, rtol=0)
+
+    model = build_model(tiny(tok, keypoints=3)).eval()
+    args = inputs(tok)
+    res = model(*args, need_weights=True)
+    n_vis = model.grid[0] * model.grid[1]
+    assert res["layout"]["keypoints"] == (2 + n_vis, 5 + n_vis)
+    assert res["layout"]["language"][0] == 5 + n_vis
+    assert res["attention"][0].shape[-1] == 5 + n_vis + args[1].size(1)
+    torch.testing.assert_close(model(*args)["out"], res["out"], rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="keypoints need the conv"):
+        tiny(tok, keypoints=2, vision="patch", patch_size=8)
+
+
 def test_forward_does_not_mutate_inputs(tok):
     model = build_model(tiny(tok)).eval()
     args = inputs(tok)

@@ -52,6 +52,10 @@ class ModelConfig:
         patch_size: ViT patch side for ``patch``.
         coordconv: append x/y coordinate channels to the image (helps pixel-to-position mapping).
         film: modulate the visual tokens with the instruction (FiLM).
+        keypoints: K instruction-conditioned spatial-softmax keypoints read from the conv stem's
+            stride-8 feature map and added as K tokens (0 = none; ``conv`` vision only). Each is the
+            expected image position under a learned, FiLM-modulated heat map, which gives the
+            fusion sub-token precision about *where* the named object is.
     Language:
         vocab_size, max_text_len: built-in text encoder size; ``text`` is ``builtin`` or ``hf``.
         text_layers: Transformer layers of the built-in text encoder.
@@ -74,6 +78,7 @@ class ModelConfig:
     patch_size: int = 16
     coordconv: bool = True
     film: bool = True
+    keypoints: int = 0
     text: str = "builtin"
     vocab_size: int = 64
     max_text_len: int = 24
@@ -102,6 +107,8 @@ class ModelConfig:
             require(self.image_size % 16 == 0, f"the conv stem needs image_size divisible by 16, got {self.image_size}")
         if self.vision == "patch":
             require(self.image_size % self.patch_size == 0, f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+        require(0 <= self.keypoints <= 64, f"keypoints must be in 0..64, got {self.keypoints}")
+        require(self.keypoints == 0 or self.vision == "conv", "keypoints need the conv vision encoder")
         require(self.vision != "hf" or self.vision_spec is not None, "vision='hf' needs a vision_spec")
         require(self.text != "hf" or self.text_spec is not None, "text='hf' needs a text_spec")
         require(2 <= self.n_bins <= 4096, f"n_bins must be in 2..4096, got {self.n_bins}")
@@ -196,21 +203,59 @@ class ConvStem(nn.Module):
         super().__init__()
         self.coordconv = coordconv
         c_in = 3 + 2 * coordconv
-        self.net = nn.Sequential(
+        self.early = nn.Sequential(
             nn.Conv2d(c_in, 32, 4, stride=4), nn.GELU(),
             nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GELU(),
-            nn.Conv2d(64, d, 3, stride=2, padding=1),
         )
+        self.late = nn.Conv2d(64, d, 3, stride=2, padding=1)
+        self.feature_dim = 64  # channels of the stride-8 map that keypoints read
         g = image_size // 16
         self.grid = (g, g)
         self.image_size = image_size
         self.out_dim = d
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens (B, g*g, d) and the stride-8 feature map (B, 64, S/8, S/8)."""
         x = images * 2 - 1  # (B, 3, S, S) in [-1, 1]
         if self.coordconv:
             x = torch.cat([x, coord_channels(x.size(0), x.size(2), x.size(3), x)], dim=1)
-        return self.net(x).flatten(2).transpose(1, 2)  # (B, g*g, d)
+        fmap = self.early(x)  # (B, 64, S/8, S/8)
+        return self.late(fmap).flatten(2).transpose(1, 2), fmap
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.features(images)[0]  # (B, g*g, d)
+
+
+class SpatialKeypoints(nn.Module):
+    """Instruction-conditioned spatial softmax: a feature map -> K expected (x, y) positions -> K tokens.
+
+    The map is FiLM-modulated by the sentence vector, K 1x1 filters score every cell, a softmax over
+    the cells (learned temperature) turns each score map into a distribution, and its mean position
+    in [-1, 1] becomes a token (a linear embedding of (x, y) plus a per-keypoint embedding).
+    """
+
+    def __init__(self, channels: int, k: int, d: int):
+        super().__init__()
+        self.film = nn.Linear(d, 2 * channels)
+        self.score = nn.Conv2d(channels, k, 1)
+        self.log_temp = nn.Parameter(torch.zeros(1))
+        self.embed = nn.Linear(2, d)
+        self.ids = nn.Parameter(torch.zeros(1, k, d))
+        nn.init.zeros_(self.film.weight)
+        nn.init.zeros_(self.film.bias)
+        nn.init.normal_(self.ids, std=0.02)
+
+    def positions(self, fmap: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w), (B, d) -> (B, K, 2) expected (x, y) in [-1, 1]."""
+        B, C, h, w = fmap.shape
+        gamma, beta = self.film(sentence).view(B, 2 * C, 1, 1).chunk(2, dim=1)  # (B, C, 1, 1) each
+        scores = self.score(fmap * (1 + gamma) + beta).flatten(2) * self.log_temp.exp()  # (B, K, h*w)
+        p = scores.softmax(dim=-1)
+        grid = coord_channels(1, h, w, fmap).flatten(2)[0]  # (2, h*w): x, y per cell
+        return p @ grid.t()  # (B, K, 2)
+
+    def forward(self, fmap: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
+        return self.embed(self.positions(fmap, sentence)) + self.ids  # (B, K, d)
 
 
 class PatchEmbed(nn.Module):
@@ -284,6 +329,7 @@ class VLAModel(nn.Module):
         self.txt_proj = nn.Linear(language_encoder.out_dim, d) if language_encoder.out_dim != d else nn.Identity()
         self.vis_pos = nn.Parameter(torch.zeros(1, n_vis, d))
         self.film = nn.Linear(d, 2 * d) if cfg.film else None
+        self.keypoints = SpatialKeypoints(vision_encoder.feature_dim, cfg.keypoints, d) if cfg.keypoints else None
         self.readout = nn.Parameter(torch.zeros(1, 1, d))
         self.state_proj = nn.Linear(cfg.state_dim, d)
         self.no_state = nn.Parameter(torch.zeros(1, 1, d))
@@ -329,12 +375,19 @@ class VLAModel(nn.Module):
     def encode(self, images, ids, text_mask, state, need_weights: bool = False):
         """Fuse the modalities. Returns (readout (B, d), per-layer attention list or None)."""
         B = images.size(0)
-        vis = self.vis_proj(self.vision(images)) + self.vis_pos  # (B, N, d)
         words, sentence = self.language(ids, text_mask)
         words, sentence = self.txt_proj(words), self.txt_proj(sentence)  # (B, T, d), (B, d)
+        if self.keypoints is not None:
+            tokens, fmap = self.vision.features(images)
+            kps = self.keypoints(fmap, sentence)  # (B, K, d)
+        else:
+            tokens, kps = self.vision(images), None
+        vis = self.vis_proj(tokens) + self.vis_pos  # (B, N, d)
         if self.film is not None:
             gamma, beta = self.film(sentence).unsqueeze(1).chunk(2, dim=-1)  # (B, 1, d) each
             vis = vis * (1 + gamma) + beta
+        if kps is not None:
+            vis = torch.cat([vis, kps], dim=1)  # keypoint tokens ride with the visual ones (B, N + K, d)
         if state is None:
             st = self.no_state.expand(B, -1, -1)
         else:
@@ -369,7 +422,8 @@ class VLAModel(nn.Module):
         B, H = h.size(0), self.config.chunk_size
         out = self.head(h).view(B, H, -1)  # (B, H, per_step)
         n_vis = self.grid[0] * self.grid[1]
-        layout = {"state": 1, "vision": (2, 2 + n_vis), "language": (2 + n_vis, 2 + n_vis + ids.size(1))}
+        t0 = 2 + n_vis + self.config.keypoints
+        layout = {"state": 1, "vision": (2, 2 + n_vis), "keypoints": (2 + n_vis, t0), "language": (t0, t0 + ids.size(1))}
         return {"out": out, "attention": attn, "layout": layout}
 
     # ------------------------------------------------------------------ heads: decode and loss
