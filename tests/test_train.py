@@ -15,7 +15,7 @@ import torch
 from vla_demo.config import TrainConfig
 from vla_demo.data.collect import collect
 from vla_demo.policy import LanguageConditionedPolicy
-from vla_demo.train import augment, lr_at, split_episodes, train
+from vla_demo.train import augment, keep_family_share, lr_at, split_episodes, train
 
 TINY = {"image_size": 32, "d_model": 32, "n_heads": 2, "n_layers": 1, "head_hidden": 32}
 
@@ -107,6 +107,23 @@ def test_schedule_split_and_augmentation():
     y = augment(x, 2, 0.1, g)
     assert y.shape == x.shape and 0 <= y.min() and y.max() <= 1 and not torch.equal(x, y)
     assert torch.equal(augment(x, 0, 0.0, g), x)
+
+
+def test_family_shares_starve_only_the_named_family(demos):
+    from vla_demo.data.reader import DatasetReader
+    from vla_demo.sim.tasks import parse_instruction
+
+    reader = DatasetReader(demos)
+    family = {e: parse_instruction(reader.episode(e)["tasks"][0]).goal.family for e in range(reader.num_episodes)}
+    assert sorted(set(family.values())) == ["pick", "reach"]
+    everything = list(range(reader.num_episodes))
+    assert keep_family_share(reader, everything, {}, seed=0) == everything
+    kept = keep_family_share(reader, everything, {"pick": 0.0}, seed=0)
+    assert kept == [e for e in everything if family[e] == "reach"]
+    one = keep_family_share(reader, everything, {"pick": 0.1}, seed=0)  # a positive share keeps at least one
+    assert sum(family[e] == "pick" for e in one) == 1 and all(e in one for e in kept)
+    with pytest.raises(ValueError, match="family_fractions"):
+        config(demos, "x", family_fractions={"pick": 1.5})
 
 
 def test_config_validation():

@@ -131,6 +131,9 @@ class TrainConfig:
         weights: sampling weight of each dataset (default: proportional to its frames).
         intervention_weight: how much more often frames an operator drove are drawn (HG-DAgger).
         val_fraction: share of episodes held out for the validation loss.
+        family_fractions: ``{family: share}`` keeps only that share of a family's training episodes
+            (the family read from each episode's first instruction); for ablations such as the
+            correction-loop experiment, which starves one family.
     Model:
         preset: model preset for a fresh model; ``init_from`` starts from a checkpoint instead.
         model_overrides: ModelConfig fields to change from the preset (tiny models in tests).
@@ -167,6 +170,7 @@ class TrainConfig:
     word_drop: float = 0.1
     intervention_weight: float = 3.0
     val_fraction: float = 0.05
+    family_fractions: dict[str, float] = field(default_factory=dict)
     val_every: int = 250
     ckpt_every: int = 500
     seed: int = 0
@@ -185,3 +189,4 @@ class TrainConfig:
         require(self.intervention_weight > 0, f"intervention_weight must be positive, got {self.intervention_weight}")
         require(self.shift_px >= 0 and self.colour_jitter >= 0, "augmentation amplitudes must be >= 0")
         require(self.ckpt_every > 0 and self.val_every > 0, "ckpt_every and val_every must be positive")
+        require(all(0 <= v <= 1 for v in self.family_fractions.values()), "family_fractions must be shares in [0, 1]")

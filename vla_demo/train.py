@@ -192,6 +192,26 @@ def split_episodes(n: int, val_fraction: float, seed: int) -> tuple[list[int], l
     return sorted(order[n_val:]), sorted(order[:n_val])
 
 
+def keep_family_share(reader, episodes: list[int], fractions: dict[str, float], seed: int) -> list[int]:
+    """Keep ``fractions[family]`` of the episodes of each named family (at least one when the share
+    is positive); episodes of other families, or with instructions that do not parse, all stay."""
+    if not fractions:
+        return episodes
+    from vla_demo.sim.tasks import parse_instruction
+
+    by_family: dict[str, list[int]] = {}
+    for e in episodes:
+        parsed = parse_instruction(reader.episode(e)["tasks"][0])
+        by_family.setdefault(parsed.goal.family if parsed.ok else "", []).append(e)
+    rng = np.random.default_rng(seed)
+    kept = []
+    for family, eps in by_family.items():
+        share = fractions.get(family, 1.0)
+        n = len(eps) if share >= 1 else (max(1, round(share * len(eps))) if share > 0 else 0)
+        kept += eps if n == len(eps) else rng.choice(eps, n, replace=False).tolist()
+    return sorted(kept)
+
+
 def dataset_stats(views) -> dict[str, Any]:
     """Action and state normalisation stats over all training datasets."""
     from vla_demo.data import stats as st
@@ -294,6 +314,7 @@ def train(cfg, progress=None, stop=None) -> Path:
     torch.manual_seed(cfg.seed + rank)
     probe = [TrainingView(d, chunk_size=cfg.chunk_size, cache_budget_mb=1) for d in cfg.datasets]
     splits = [split_episodes(v.reader.num_episodes, cfg.val_fraction, cfg.seed) for v in probe]
+    splits = [(keep_family_share(v.reader, tr, cfg.family_fractions, cfg.seed), va) for v, (tr, va) in zip(probe, splits, strict=True)]
     policy = _make_policy(cfg, probe)
     size = policy.model.config.image_size
     train_views = [TrainingView(d, cfg.chunk_size, image_size=size, cache_budget_mb=cfg.cache_budget_mb, episodes=tr)
