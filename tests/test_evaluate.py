@@ -15,6 +15,7 @@ from vla_demo.evaluate import (
     other_instruction,
     rollout,
     summarize,
+    difference_interval,
     wilson_interval,
 )
 from vla_demo.sim.expert import ScriptedExpert
@@ -90,6 +91,16 @@ def test_control_is_thread_safe():
     action, instruction = control.take()
     assert action is not None and instruction is None
     assert control.take() == (None, None)
+
+
+def test_difference_interval_matches_newcombe():
+    # Newcombe (1998), method 10, example (a): 56/70 vs 48/80 -> 0.0524 to 0.3339
+    lo, hi = difference_interval(48, 80, 56, 70)
+    assert (round(lo, 4), round(hi, 4)) == (0.0524, 0.3339)
+    lo, hi = difference_interval(56, 70, 48, 80)  # the other way round: the mirror image
+    assert (round(lo, 4), round(hi, 4)) == (-0.3339, -0.0524)
+    lo, hi = difference_interval(0, 10, 10, 10)
+    assert 0 < lo < hi <= 1
 
 
 def test_wilson_interval_known_values():

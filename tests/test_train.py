@@ -124,6 +124,9 @@ def test_family_shares_starve_only_the_named_family(demos):
     assert sum(family[e] == "pick" for e in one) == 1 and all(e in one for e in kept)
     with pytest.raises(ValueError, match="family_fractions"):
         config(demos, "x", family_fractions={"pick": 1.5})
+    with pytest.raises(ValueError, match="2 family_fractions for 1 datasets"):
+        config(demos, "x", family_fractions=[{"pick": 0.5}, None])
+    assert config(demos, "x", family_fractions=[None]).fractions_for(0) == {}
 
 
 def test_config_validation():

@@ -73,8 +73,10 @@ def _add_dataset(sub) -> None:
 
 def _add_train(sub) -> None:
     p = sub.add_parser("train", help="train or fine-tune a policy (torchrun-ready)")
-    p.add_argument("--preset", default=None, choices=("default",),
-                   help="the shipped policy's recipe: collect its data if missing, train, write assets/policies/default")
+    p.add_argument("--preset", default=None, choices=("default", "correction-loop"),
+                   help="default: the shipped policy's recipe (collect its data if missing, train, write "
+                        "assets/policies/default); correction-loop: the correction-loop experiment on --family")
+    p.add_argument("--family", choices=FAMILIES, default="place", help="the family the correction-loop starves")
     p.add_argument("--data", nargs="+", default=None, help="LeRobot dataset folders to mix")
     p.add_argument("--weights", nargs="+", type=float, default=None, help="sampling weight per dataset")
     p.add_argument("--out", default=None, help="run folder (default: <data root>/runs/train-<time>)")
@@ -191,6 +193,9 @@ def cmd_train(args) -> int:
     command = "python -m vla_demo " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["train"] else ["train"])
     if args.preset == "default":
         path = recipes.default_policy(command=command, steps=args.steps, seed=args.seed)
+    elif args.preset == "correction-loop":
+        path = recipes.correction_loop(args.family, command=command, steps=args.steps, seed=args.seed)
+        print((path / "report.md").read_text(encoding="utf-8"))
     else:
         if not args.data:
             raise ValueError("give --data DATASET [DATASET ...] (or --preset default)")

@@ -132,8 +132,9 @@ class TrainConfig:
         intervention_weight: how much more often frames an operator drove are drawn (HG-DAgger).
         val_fraction: share of episodes held out for the validation loss.
         family_fractions: ``{family: share}`` keeps only that share of a family's training episodes
-            (the family read from each episode's first instruction); for ablations such as the
-            correction-loop experiment, which starves one family.
+            (the family read from each episode's first instruction), in every dataset, or a list
+            with one such dict (or None) per dataset; for ablations such as the correction-loop
+            experiment, which starves one family of the demonstrations but not of the corrections.
     Model:
         preset: model preset for a fresh model; ``init_from`` starts from a checkpoint instead.
         model_overrides: ModelConfig fields to change from the preset (tiny models in tests).
@@ -170,7 +171,7 @@ class TrainConfig:
     word_drop: float = 0.1
     intervention_weight: float = 3.0
     val_fraction: float = 0.05
-    family_fractions: dict[str, float] = field(default_factory=dict)
+    family_fractions: dict[str, float] | list[dict[str, float] | None] = field(default_factory=dict)
     val_every: int = 250
     ckpt_every: int = 500
     seed: int = 0
@@ -189,4 +190,12 @@ class TrainConfig:
         require(self.intervention_weight > 0, f"intervention_weight must be positive, got {self.intervention_weight}")
         require(self.shift_px >= 0 and self.colour_jitter >= 0, "augmentation amplitudes must be >= 0")
         require(self.ckpt_every > 0 and self.val_every > 0, "ckpt_every and val_every must be positive")
-        require(all(0 <= v <= 1 for v in self.family_fractions.values()), "family_fractions must be shares in [0, 1]")
+        per_dataset = self.family_fractions if isinstance(self.family_fractions, list) else [self.family_fractions]
+        require(not isinstance(self.family_fractions, list) or len(per_dataset) == len(self.datasets),
+                f"{len(per_dataset)} family_fractions for {len(self.datasets)} datasets")
+        require(all(0 <= v <= 1 for d in per_dataset for v in (d or {}).values()), "family_fractions must be shares in [0, 1]")
+
+    def fractions_for(self, i: int) -> dict[str, float]:
+        """The family shares applied to dataset ``i``."""
+        f = self.family_fractions
+        return (f[i] or {}) if isinstance(f, list) else f

@@ -162,6 +162,16 @@ def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float,
     return (lo, hi)
 
 
+def difference_interval(k1: int, n1: int, k2: int, n2: int, z: float = 1.959964) -> tuple[float, float]:
+    """95% interval of p2 - p1 for two independent proportions (Newcombe's hybrid score method,
+    built from the two Wilson intervals; good coverage near 0% and 100%)."""
+    p1, p2 = k1 / n1, k2 / n2
+    l1, u1 = wilson_interval(k1, n1, z)
+    l2, u2 = wilson_interval(k2, n2, z)
+    d = p2 - p1
+    return (d - math.sqrt((p2 - l2) ** 2 + (u1 - p1) ** 2), d + math.sqrt((u2 - p2) ** 2 + (p1 - l1) ** 2))
+
+
 def summarize(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per-family success table from per-episode results."""
     out = {}

@@ -314,7 +314,7 @@ def train(cfg, progress=None, stop=None) -> Path:
     torch.manual_seed(cfg.seed + rank)
     probe = [TrainingView(d, chunk_size=cfg.chunk_size, cache_budget_mb=1) for d in cfg.datasets]
     splits = [split_episodes(v.reader.num_episodes, cfg.val_fraction, cfg.seed) for v in probe]
-    splits = [(keep_family_share(v.reader, tr, cfg.family_fractions, cfg.seed), va) for v, (tr, va) in zip(probe, splits, strict=True)]
+    splits = [(keep_family_share(v.reader, tr, cfg.fractions_for(i), cfg.seed), va) for i, (v, (tr, va)) in enumerate(zip(probe, splits, strict=True))]
     policy = _make_policy(cfg, probe)
     size = policy.model.config.image_size
     train_views = [TrainingView(d, cfg.chunk_size, image_size=size, cache_budget_mb=cfg.cache_budget_mb, episodes=tr)

@@ -1,0 +1,138 @@
+"""A scripted corrective operator: shared-autonomy data without a human (HG-DAgger style).
+
+The learned policy drives. The scripted expert watches every step (its phase machine follows the
+scene as the policy moves it) and takes over for the rest of the episode once the policy strays:
+
+* its translation points away from the expert's (cosine below ``min_cosine`` while the expert
+  wants to move at least ``min_speed``), or its gripper command disagrees, for ``patience``
+  consecutive steps; or
+* the episode is ``stall_steps`` long without success.
+
+Frames the expert drove are flagged ``intervention`` and labelled with the expert's action; the
+policy's own frames keep its action as the label (what a human operator's recording holds too).
+Episodes go through the one dataset writer, so they train like any recorded data.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vla_demo.config import require
+from vla_demo.constants import ACTION, EXECUTED_ACTION, INTERVENTION, OBS_IMAGE_FRONT, OBS_STATE, TASK
+
+
+@dataclass
+class CorrectorConfig:
+    """When the scripted operator takes over (see the module docstring)."""
+
+    patience: int = 3
+    min_cosine: float = 0.0
+    min_speed: float = 0.005
+    stall_steps: int = 60
+
+    def __post_init__(self) -> None:
+        require(self.patience >= 1 and self.stall_steps >= 1, "patience and stall_steps must be >= 1")
+        require(-1 <= self.min_cosine <= 1 and self.min_speed >= 0, "min_cosine in [-1, 1] and min_speed >= 0")
+
+
+class ScriptedCorrector:
+    """Watches a policy step by step and decides when the scripted expert takes over."""
+
+    def __init__(self, env, config: CorrectorConfig | None = None):
+        from vla_demo.sim.expert import ScriptedExpert
+
+        self.expert = ScriptedExpert(env)
+        self.config = config or CorrectorConfig()
+        self.reset()
+
+    def reset(self) -> None:
+        self.expert.reset()
+        self.streak = 0
+        self.engaged = False
+
+    def strays(self, policy_action: np.ndarray, expert_action: np.ndarray) -> bool:
+        """Does this one step of the policy disagree with the expert?"""
+        c = self.config
+        p, e = np.asarray(policy_action[:3], np.float64), np.asarray(expert_action[:3], np.float64)
+        wrong_way = np.linalg.norm(e) >= c.min_speed and float(p @ e) < c.min_cosine * np.linalg.norm(p) * np.linalg.norm(e)
+        wrong_grip = (policy_action[6] >= 0.5) != (expert_action[6] >= 0.5)
+        return bool(wrong_way or wrong_grip)
+
+    def watch(self, obs: dict[str, Any], policy_action: np.ndarray, step: int) -> None:
+        """Feed the step the policy just took from ``obs``; may engage the takeover."""
+        expert_action = self.expert.select_action(obs)
+        self.streak = self.streak + 1 if self.strays(policy_action, expert_action) else 0
+        self.engaged = self.streak >= self.config.patience or step + 1 >= self.config.stall_steps
+
+    def act(self, obs: dict[str, Any]) -> np.ndarray:
+        """The expert's action for ``obs`` (call once per observation while engaged)."""
+        return self.expert.select_action(obs)
+
+
+def corrected_episode(env, policy, corrector: ScriptedCorrector, seed: int, options: dict[str, Any]):
+    """Roll ``policy`` out under ``corrector`` through the shared loop.
+
+    Returns:
+        (frames dict of stacked arrays, per-frame tasks, success, number of intervention frames).
+    """
+    from vla_demo.evaluate import RolloutControl, rollout
+
+    control = RolloutControl()
+    corrector.reset()
+    rows: dict[str, list] = {k: [] for k in (OBS_IMAGE_FRONT, OBS_STATE, ACTION, EXECUTED_ACTION, INTERVENTION)}
+    tasks, success = [], False
+    for rec in rollout(env, policy, seed=seed, options=options, control=control):
+        if not rec.intervention:
+            corrector.watch(rec.observation, rec.action, rec.step)
+        if corrector.engaged and not rec.done:
+            control.override(corrector.act(rec.next_observation))
+        rows[OBS_IMAGE_FRONT].append(rec.observation[OBS_IMAGE_FRONT])
+        rows[OBS_STATE].append(rec.observation[OBS_STATE])
+        rows[ACTION].append(rec.label)
+        rows[EXECUTED_ACTION].append(rec.action)
+        rows[INTERVENTION].append(rec.intervention)
+        tasks.append(rec.observation[TASK])
+        success = bool(rec.info.get("success"))
+    frames = {k: np.stack(v) for k, v in rows.items()}
+    frames[INTERVENTION] = frames[INTERVENTION].astype(bool)
+    return frames, tasks, success, int(frames[INTERVENTION].sum())
+
+
+def record_corrections(policy_dir: str | os.PathLike, family: str, episodes: int, out: str | os.PathLike,
+                       seed: int = 0, split: str = "train", config: CorrectorConfig | None = None) -> dict[str, Any]:
+    """Record ``episodes`` corrected episodes of ``family`` into the dataset at ``out``.
+
+    Seeds come from the collection range, so they never coincide with evaluation scenes.
+    Returns a summary: saved, successes, intervention frames, frames.
+    """
+    from tqdm import tqdm
+
+    from vla_demo.config import SimConfig
+    from vla_demo.data.collect import collection_seed
+    from vla_demo.data.format import sim_features
+    from vla_demo.data.writer import DatasetWriter, Episode
+    from vla_demo.evaluate import load_policy
+    from vla_demo.sim.env import TabletopEnv
+
+    env = TabletopEnv()
+    policy = load_policy(str(policy_dir), env)
+    corrector = ScriptedCorrector(env, config)
+    writer = DatasetWriter.open(out, sim_features(env.config.image_size, False), SimConfig().control_hz,
+                                card_note=f"Shared-autonomy corrections of `{Path(policy_dir).name}` on {family} by a scripted operator.")
+    summary = {"saved": 0, "successes": 0, "intervention_frames": 0, "frames": 0, "dataset": str(writer.root)}
+    start = writer.num_episodes
+    for i in tqdm(range(episodes), desc=f"corrections -> {Path(out).name}", unit="ep"):
+        s = collection_seed(seed + 7919, start + i)
+        frames, tasks, success, n_int = corrected_episode(env, policy, corrector, s, {"family": family, "split": split})
+        writer.save_episode(Episode(frames, tasks, success, "shared", "scripted-corrector"))
+        summary["saved"] += 1
+        summary["successes"] += success
+        summary["intervention_frames"] += n_int
+        summary["frames"] += len(tasks)
+    env.close()
+    return summary
