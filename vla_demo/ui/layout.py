@@ -131,7 +131,10 @@ def _probe_tab(session_of) -> None:
             return [], None, f"probe failed: {e}"
         return shown, pd.DataFrame(rows[1:], columns=rows[0]), ""
 
-    grab.click(lambda request: session_of(request).current_frame(), None, image, api_name="probe_grab")
+    def do_grab(request: gr.Request):
+        return session_of(request).current_frame()
+
+    grab.click(do_grab, None, image, api_name="probe_grab")
     go.click(do_probe, [image, *texts], [gallery, table, note], api_name="probe")
 
 

@@ -1,0 +1,140 @@
+"""One operator session: stepping, pausing, e-stop, teleop takeover, recording and bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vla_demo.data.reader import DatasetReader
+
+
+def frames(session, n):
+    return list(session.stream(max_frames=n))
+
+
+def test_paused_session_does_not_move_and_step_moves_once(make_ctx):
+    s = make_ctx().session("a")
+    s.reset(seed=1, family="pick")
+    state0 = s._obs["observation.state"].copy()
+    frames(s, 3)
+    assert s._t == 0 and np.array_equal(s._obs["observation.state"], state0)
+    s.step()
+    out = frames(s, 4)
+    assert s._t == 1 and not np.array_equal(s._obs["observation.state"], state0)
+    assert out[0].image.shape == (128, 128, 3) and "paused" in out[-1].status
+
+
+def test_run_to_success_then_estop_halts(make_ctx):
+    s = make_ctx().session("a")
+    s.reset(seed=2, family="reach")
+    s.run()
+    for _ in s.stream(max_frames=200):
+        if s._gen is None:
+            break
+    assert s.auto_success() is True and "success" in s.message
+    s.reset(seed=3, family="pick")
+    s.run()
+    frames(s, 6)
+    t = s._t
+    assert t > 0
+    s.estop()
+    out = frames(s, 5)
+    assert s._t == t and out[-1].status.startswith("E-STOP")
+
+
+def test_teleop_keys_drive_the_arm_and_are_flagged(make_ctx):
+    s = make_ctx().session("a")
+    s.reset(seed=4, family="pick")
+    s.set_mode("teleop")
+    s.set_recording(True, "ops", "alice")
+    y0 = s._obs["observation.state"][1]
+    s.set_keys(["d"])  # right on screen = +y
+    s.run()
+    frames(s, 9)
+    assert s._obs["observation.state"][1] > y0 + 0.01
+    assert s.recording.frames and all(f["intervention"] for f in s.recording.frames)
+    msg = s.save_episode("failure")
+    assert "saved episode 0" in msg
+    r = DatasetReader(s.ctx.data_root / "datasets" / "ops")
+    assert r.episode(0)["source"] == "teleop" and r.episode(0)["operator"] == "alice" and r.episode(0)["success"] is False
+    assert r.episode_columns(0)["intervention"].all()
+
+
+def test_shared_mode_takes_over_on_input_and_hands_back(make_ctx):
+    s = make_ctx().session("a")
+    s.reset(seed=5, family="pick")
+    s.set_mode("shared")
+    s.set_recording(True, "shared", "bob")
+    s.run()
+    frames(s, 6)
+    s.set_keys(["w"])
+    assert s.teleop.takeover
+    frames(s, 6)
+    s.set_keys(["h"])
+    assert not s.teleop.takeover
+    frames(s, 6)
+    s.pause()
+    flags = [f["intervention"] for f in s.recording.frames]
+    assert any(flags) and not all(flags) and not flags[0]
+    assert "saved" in s.save_episode("auto")
+    assert DatasetReader(s.ctx.data_root / "datasets" / "shared").episode(0)["source"] == "shared"
+
+
+@pytest.mark.parametrize("text,expect", [
+    ("", "empty"), ("   ", "empty"), ("pick up the red cube ☃", "printable ASCII"), (None, "empty"),
+])
+def test_bad_instructions_keep_the_old_one(make_ctx, text, expect):
+    s = make_ctx().session("a")
+    s.reset(seed=6, family="pick", instruction="pick up the red cube")
+    assert expect in s.set_instruction(text)
+    assert s.env.instruction == "pick up the red cube"
+
+
+def test_long_and_unknown_instructions_are_handled(make_ctx):
+    s = make_ctx().session("a")
+    s.reset(seed=7, family="pick")
+    assert "truncated" in s.set_instruction("pick up the red cube " * 40)
+    assert "label success yourself" in s.set_instruction("dance with the purple teapot")
+    s.step()
+    frames(s, 3)
+    assert s._t == 1 and s.auto_success() is None
+
+
+def test_bad_names_and_empty_saves_are_refused(make_ctx):
+    s = make_ctx().session("a")
+    assert "not allowed" in s.set_recording(True, "../escape")
+    assert not s.recording.on
+    assert "nothing to save" in s.save_episode()
+    assert "unknown task family" in s.reset(family="juggle")
+    assert "unknown mode" in s.set_mode("autopilot")
+
+
+def test_learned_policy_overlays_probe_and_webcam(make_ctx, tiny_policy_dir):
+    s = make_ctx(tiny_policy_dir).session("a")
+    s.reset(seed=8, family="pick")
+    out = frames(s, 2)
+    assert out[-1].words and [w for w, _ in out[-1].words][:2] == s.env.instruction.split()[:2]
+    s.set_overlays(False, "rollout", False, False, False)
+    plain = frames(s, 1)[0].image
+    s.set_overlays(True, "layer 1", True, True, True)
+    assert not np.array_equal(frames(s, 1)[0].image, plain)
+    shown, rows = s.probe(None, ["pick up the red cube", "", "push the blue ball left"])
+    assert len(shown) == 2 and len(rows) == 3 and len(rows[1]) == 8
+    with pytest.raises(ValueError):
+        s.probe(np.zeros((4, 4, 3), np.uint8), [""])
+    img, info = s.webcam(np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8), "pick up the red cube")
+    assert img.shape[2] == 3 and "state: none" in info
+    with pytest.raises(ValueError):
+        s.webcam(np.zeros((5, 5, 7), np.uint8), "x")
+
+
+def test_sessions_are_independent_and_freed(make_ctx):
+    ctx = make_ctx()
+    a, b = ctx.session("a"), ctx.session("b")
+    a.reset(seed=9, family="pick")
+    b.reset(seed=10, family="pick")
+    a.step()
+    frames(a, 3)
+    assert a._t == 1 and b._t == 0 and a.env is not b.env
+    assert ctx.close_session("a") and "a" not in ctx.sessions and a.closed
+    assert not ctx.close_session("a")
