@@ -112,3 +112,19 @@ def test_queue_cancel_crash_and_the_manager_keeps_working(manager):
     assert report["families"]["reach"]["episodes"] == 1 and "| reach |" in report["table_markdown"]
     assert all(os.path.isfile(p) for p in report["failure_clips"])
     assert [j["id"] for j in manager.jobs()] == [long, crash, evaluation]
+
+
+@pytest.mark.slow
+def test_ab_replay_renders_both_versions_on_one_seed(tmp_path, assets):
+    import threading
+
+    from vla_demo.ui.jobs import ProgressWriter, run_replay
+
+    base, _ = assets
+    spec = {"versions": ["default", "expert"], "policies": [str(base), "expert"], "family": "reach",
+            "split": "train", "seed": 3, "size": 64}
+    res = run_replay(spec, tmp_path, ProgressWriter(tmp_path / "progress.jsonl"), threading.Event())
+    assert os.path.getsize(res["clip"]) > 0 and res["family"] == "reach" and res["instruction"]
+    a, b = res["sides"]
+    assert (a["version"], b["version"]) == ("default", "expert") and b["success"]
+    assert "replay B" in (tmp_path / "progress.jsonl").read_text()

@@ -91,7 +91,7 @@ def decimate(points: list, max_points: int) -> list:
 
 def new_job_id(kind: str) -> str:
     """``ft-20260101-120000-ab12`` / ``eval-...``: sortable and unique, safe as a folder name."""
-    prefix = "ft" if kind == "finetune" else "eval"
+    prefix = {"finetune": "ft", "eval": "eval", "replay": "ab"}[kind]
     return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(2)}"
 
 
@@ -181,6 +181,23 @@ class JobManager:
             "eval_workers": self.eval_workers, "threads": self.threads,
         }
         return self._submit("eval", spec)
+
+    def submit_replay(self, version_a: str, version_b: str, family: str = "pick", seed: int = 0,
+                      split: str = "train", size: int = 192) -> str:
+        """Queue an A/B replay: both versions run the same seeded episode; the result holds one
+        side-by-side clip (``ab.mp4``) and each side's success and length."""
+        paths = [self.registry.path_of(v) for v in (version_a, version_b)]
+        if family not in FAMILIES:
+            raise ValueError(f"unknown task family {family!r} (choose from {', '.join(FAMILIES)})")
+        if split not in SPLITS:
+            raise ValueError(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
+        spec = {
+            "kind": "replay", "label": f"A/B replay {version_a} vs {version_b} ({family}, seed {seed})",
+            "versions": [version_a, version_b], "policies": [str(p) if p else "expert" for p in paths],
+            "family": family, "split": split, "seed": _check_int("seed", seed, 0, 2**31 - 1),
+            "size": _check_int("image size", size, 64, 512), "threads": self.threads,
+        }
+        return self._submit("replay", spec)
 
     def _submit(self, kind: str, spec: dict[str, Any]) -> str:
         if self._closed.is_set():
@@ -338,30 +355,34 @@ class JobManager:
             job.message = rec.get("message") or _phase_message(job)
 
     def _finish(self, job: Job) -> None:
-        """Turn the child's exit into a final state, registering a fine-tuned version."""
+        """Turn the child's exit into a final state, registering a fine-tuned version first, so a
+        job is never seen ``done`` before its version exists."""
         result = _read_json(job.folder / RESULT_FILE)
         code = job.process.exitcode if job.process is not None else None
         if code == 0 and result is not None:
             if result.get("cancelled"):
-                job.state = "cancelled"
-                job.message = f"cancelled at step {job.step}; the checkpoint stays in runs/{job.id}/train"
+                state, message = "cancelled", f"cancelled at step {job.step}; the checkpoint stays in runs/{job.id}/train"
+            elif job.kind == "finetune":
+                state, message = self._register(job, result)
             else:
-                job.state, job.result = "done", result
-                job.message = self._register(job, result) if job.kind == "finetune" else "evaluation finished"
+                state, message = "done", f"{job.kind} finished"
         elif job.cancel_requested:
-            job.state, job.message = "cancelled", "cancelled (the job process was stopped)"
+            state, message = "cancelled", "cancelled (the job process was stopped)"
         else:
-            job.state = "failed"
-            job.message = _failure_message(job.folder, code, job.message)
+            state, message = "failed", _failure_message(job.folder, code, job.message)
         with self._lock:
+            job.state, job.message, job.process = state, message, None
+            job.result = result if state == "done" else None
             if self._running is job:
                 self._running = None
-        job.process = None
         self._write_status(job)
         self._wake.set()
 
-    def _register(self, job: Job, result: dict[str, Any]) -> str:
-        """Add the new version; hot-swap when it is at least as good as its parent."""
+    def _register(self, job: Job, result: dict[str, Any]) -> tuple[str, str]:
+        """Add the new version and hot-swap when it is at least as good as its parent.
+
+        Returns the job's final (state, message); ``result`` gets ``version`` and ``activated``.
+        """
         spec = job.spec
         before, after = result.get("before_rate"), result.get("after_rate")
         metrics = {"families": result.get("families", []), "before": before, "after": after,
@@ -370,23 +391,19 @@ class JobManager:
         try:
             name = self.registry.add_version(Path(result["checkpoint"]), spec["base"], metrics, job.id)
         except (ValueError, OSError) as e:
-            job.state = "failed"
-            return f"training finished but the checkpoint was not registered: {e} (it stays in runs/{job.id}/train)"
-        result["version"] = name
+            return "failed", f"training finished but the checkpoint was not registered: {e} (it stays in runs/{job.id}/train)"
+        result["version"], result["activated"] = name, False
         if before is None or after is None:
-            result["activated"] = False
-            return f"registered {name} without a before/after evaluation ({result.get('note', 'skipped')}); activate it by hand"
+            return "done", f"registered {name} without a before/after evaluation ({result.get('note') or 'skipped'}); activate it by hand"
         numbers = f"{_pct(before)} -> {_pct(after)} on {', '.join(metrics['families'])}"
         if after < before:
-            result["activated"] = False
-            return f"registered {name}, not activated: worse than {spec['base']} ({numbers})"
+            return "done", f"registered {name}, not activated: worse than {spec['base']} ({numbers})"
         try:
             self.registry.activate(name)
         except ValueError as e:
-            result["activated"] = False
-            return f"registered {name} but could not activate it: {e}"
+            return "done", f"registered {name} but could not activate it: {e}"
         result["activated"] = True
-        return f"registered and activated {name} ({numbers})"
+        return "done", f"registered and activated {name} ({numbers})"
 
     def _write_status(self, job: Job) -> None:
         with contextlib.suppress(OSError):
@@ -406,7 +423,7 @@ def child_main(spec: dict[str, Any], folder: str) -> None:
         import torch
 
         torch.set_num_threads(max(1, int(spec.get("threads", 1))))
-        run = run_finetune if spec["kind"] == "finetune" else run_eval
+        run = {"finetune": run_finetune, "eval": run_eval, "replay": run_replay}[spec["kind"]]
         _write_json(root / RESULT_FILE, {**run(spec, root, report, stop), "pid": os.getpid()})
     except BaseException as e:
         traceback.print_exc()
@@ -463,6 +480,43 @@ def run_eval(spec: dict[str, Any], folder: Path, report: ProgressWriter, stop: t
     out["version"] = spec["version"]
     _write_json(folder / "eval.json", out)
     return out
+
+
+def run_replay(spec: dict[str, Any], folder: Path, report: ProgressWriter, stop: threading.Event) -> dict[str, Any]:
+    """Both versions on the same seeded episode, rendered side by side into ``ab.mp4``."""
+    import numpy as np
+
+    from vla_demo.evaluate import load_policy, rollout
+    from vla_demo.media import write_video
+    from vla_demo.render import caption
+    from vla_demo.sim.env import TabletopEnv
+
+    size = spec["size"]
+    env = TabletopEnv(image_size=(size, size), robot_visuals="full")
+    sides, clips = [], []
+    try:
+        for k, (name, policy_spec) in enumerate(zip(spec["versions"], spec["policies"], strict=True)):
+            policy = load_policy(policy_spec, env)
+            obs, _ = env.reset(seed=spec["seed"], options={"family": spec["family"], "split": spec["split"]})
+            frames, info, steps = [obs["observation.images.front"]], {}, 0
+            for rec in rollout(env, policy, observation=obs):
+                if stop.is_set():
+                    return {"cancelled": True}
+                frames.append(rec.next_observation["observation.images.front"])
+                info, steps = rec.info, rec.step + 1
+                report(phase=f"replay {'AB'[k]}", step=steps, total=env.config.max_episode_steps)
+            success = bool(info.get("success"))
+            label = f"{'AB'[k]}: {name}  {'success' if success else 'failed'} ({steps} steps)"
+            clips.append([caption(f, label) for f in frames])
+            sides.append({"version": name, "success": success, "steps": steps})
+        instruction = env.instruction
+    finally:
+        env.close()
+    n = max(len(c) for c in clips)
+    padded = [c + [c[-1]] * (n - len(c)) for c in clips]
+    gap = np.full((padded[0][0].shape[0], 6, 3), 255, np.uint8)
+    path = write_video(folder / "ab.mp4", (np.concatenate([a, gap, b], axis=1) for a, b in zip(*padded, strict=True)), fps=10)
+    return {"clip": str(path), "instruction": instruction, "family": spec["family"], "seed": spec["seed"], "sides": sides}
 
 
 def finetune_config(spec: dict[str, Any], out: Path, job_id: str):
@@ -609,7 +663,7 @@ def _failure_message(folder: Path, code: int | None, last: str) -> str:
 
 
 def _phase_message(job: Job) -> str:
-    names = {"eval-before": "evaluating the parent", "train": "training", "eval-after": "evaluating the new version",
+    names = {"eval-before": "evaluating the parent", "replay A": "replaying A", "replay B": "replaying B", "train": "training", "eval-after": "evaluating the new version",
              "eval": "evaluating"}
     what = names.get(job.phase, job.phase)
     return f"{what}: {job.step}/{job.total}" if job.total else what
