@@ -20,3 +20,13 @@ def env(small_config):
     e = TabletopEnv(small_config)
     yield e
     e.close()
+
+
+@pytest.fixture(scope="session")
+def tiny_policy_dir(tmp_path_factory):
+    from vla_demo.policy import LanguageConditionedPolicy
+
+    path = tmp_path_factory.mktemp("tiny") / "policy"
+    LanguageConditionedPolicy.build("default", image_size=32, d_model=32, n_heads=2, n_layers=1, head_hidden=32,
+                                    keypoints=4).save_pretrained(path)
+    return path

@@ -82,7 +82,7 @@ def test_live_controls_stream_and_record_round_trip(app):
     assert wait_for(lambda: job.outputs()[-1][1].startswith("E-STOP"))  # the stream goes on...
     assert session._t == t and job.outputs()[-1][0]  # ...and the arm does not
     assert client.predict(api_name="/pause") == "paused"
-    msg, summary, table = client.predict("success", "client-ds", api_name="/record_save")
+    msg, summary, table = client.predict("success", "client-ds", "carol", api_name="/record_save")
     assert "saved episode 0" in msg and "1 episodes" in summary and table["data"][0][5] == "carol"
     assert "discarded 0" in client.predict(api_name="/record_discard")
     info, table = client.predict("client-ds", api_name="/dataset_summary")

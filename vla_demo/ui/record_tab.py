@@ -162,8 +162,10 @@ def build(ctx, session_of) -> dict:
     def set_record(on, name, op, request: gr.Request):
         return session_of(request).set_recording(on, name, op)
 
-    def do_save(lab, name, request: gr.Request):
-        msg = session_of(request).save_episode(lab)
+    def do_save(lab, name, op, request: gr.Request):
+        session = session_of(request)
+        refused = session.set_recording(session.recording.on, name, op)  # the name and operator as typed now
+        msg = refused if "not allowed" in refused else session.save_episode(lab)
         return (msg, *summary(ctx, name))
 
     def do_discard(request: gr.Request):
@@ -173,7 +175,7 @@ def build(ctx, session_of) -> dict:
         return summary(ctx, name)
 
     record.change(set_record, [record, dataset, operator], note, api_name="record_toggle")
-    save.click(do_save, [label, dataset], [note, info, table], api_name="record_save")
+    save.click(do_save, [label, dataset, operator], [note, info, table], api_name="record_save")
     discard.click(do_discard, None, note, api_name="record_discard")
     refresh.click(show, dataset, [info, table], api_name="dataset_summary")
     scrub.change(lambda n, e, t: replay_frame(ctx, n, e, t), [dataset, episode, scrub], [frame, where, scrub],

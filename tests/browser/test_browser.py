@@ -1,0 +1,167 @@
+"""The page in a real browser: Debian's Chromium driven by Playwright (installed by .ci/run).
+
+Load the page, type an instruction, run and see frames update, take over with the keyboard,
+record an episode and find it on disk, two tabs with independent sims, and the webcam path fed by
+Chromium's fake camera from a clip generated here. Screenshots go to assets/readme/ for the README.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+CHROMIUM = "/usr/bin/chromium"
+SHOTS = Path(__file__).resolve().parents[2] / "assets" / "readme"
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+if not os.path.exists(CHROMIUM):
+    pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (.ci/run installs it with apt-get)",
+                allow_module_level=True)
+playwright = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (requirements-dev.txt)")
+
+
+def write_y4m(path: Path, w: int = 96, h: int = 64, n: int = 20) -> Path:
+    """A small moving-square clip in YUV4MPEG2 (4:2:0), the format Chromium's fake camera reads."""
+    with open(path, "wb") as f:
+        f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+        for i in range(n):
+            y = np.full((h, w), 60, np.uint8)
+            x0 = (i * 4) % (w - 16)
+            y[20:36, x0:x0 + 16] = 220
+            f.write(b"FRAME\n" + y.tobytes() + np.full((h // 2) * (w // 2) * 2, 128, np.uint8).tobytes())
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout=60.0, period=0.1):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(period)
+    return False
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, tiny_policy_dir):
+    from vla_demo.ui.app import make_context
+    from vla_demo.ui.layout import build_demo, launch_kwargs
+
+    ctx = make_context(str(tiny_policy_dir), tmp_path_factory.mktemp("data"), camera_size=96, display_size=384)
+    demo = build_demo(ctx)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs(ctx))
+    yield ctx, f"http://127.0.0.1:{port}/"
+    ctx.close()
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def browser(tmp_path_factory):
+    clip = write_y4m(tmp_path_factory.mktemp("clip") / "cam.y4m")
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=[
+            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-video-capture={clip}"])
+        yield b
+        b.close()
+
+
+def live_src(page) -> str:
+    return page.locator("#vla-live img").first.get_attribute("src") or ""
+
+
+def open_page(browser, url):
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.goto(url)
+    page.locator("#vla-live img").first.wait_for(timeout=60_000)
+    return page
+
+
+def test_live_page_runs_takes_over_and_records(app, browser):
+    ctx, url = app
+    page = open_page(browser, url)
+    box = page.get_by_label("Instruction")
+    box.fill("pick up the red cube")
+    box.press("Enter")
+    assert wait_for(lambda: len(ctx.sessions) == 1 and next(iter(ctx.sessions.values()))._obs["task"] == "pick up the red cube")
+    session = next(iter(ctx.sessions.values()))
+    first = live_src(page)
+    page.get_by_role("button", name="Run", exact=True).click()
+    assert wait_for(lambda: session._t >= 3)
+    assert wait_for(lambda: live_src(page) != first, 30)  # the browser sees new frames
+    assert "running" in page.locator("#vla-status").inner_text()
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / "live.png"))
+
+    # take over with the keyboard (typing in a text box must not move the arm)
+    page.get_by_label("shared").check()
+    assert wait_for(lambda: session.mode == "shared")
+    page.get_by_role("tab", name="Record").click()
+    page.get_by_label("Record (every control step goes into the episode buffer)").check()
+    page.get_by_label("Operator").fill("dave")
+    assert wait_for(lambda: session.recording.on)
+    page.get_by_role("tab", name="Live").click()
+    page.locator("#vla-status").click()
+    y0 = float(session._obs["observation.state"][1])
+    page.keyboard.down("d")
+    assert wait_for(lambda: session.teleop.takeover and float(session._obs["observation.state"][1]) > y0 + 0.01, 30)
+    page.keyboard.up("d")
+    assert wait_for(lambda: not session.teleop.keys)
+    page.keyboard.press("Escape")  # emergency stop from the keyboard
+    assert wait_for(lambda: session.estopped)
+
+    page.get_by_role("tab", name="Record").click()
+    page.get_by_role("button", name="Save episode").click()
+    from vla_demo.data.reader import DatasetReader
+
+    root = ctx.data_root / "datasets" / "recordings"
+    assert wait_for(lambda: (root / "meta" / "info.json").exists() and DatasetReader(root).num_episodes == 1)
+    r = DatasetReader(root)
+    assert r.num_episodes == 1 and r.episode(0)["operator"] == "dave" and r.episode(0)["source"] == "shared"
+    assert r.episode_columns(0)["intervention"].any()
+    page.get_by_role("button", name="Refresh").click()
+    page.get_by_text("1 episodes").wait_for(timeout=30_000)
+    page.screenshot(path=str(SHOTS / "record.png"))
+    page.get_by_role("tab", name="Fine-tune").click()
+    page.get_by_text("Policy versions").wait_for()
+    page.screenshot(path=str(SHOTS / "finetune.png"))
+    page.close()
+    assert wait_for(lambda: not ctx.sessions, 60)  # the closed tab's session is freed by demo.unload
+
+
+def test_two_tabs_have_independent_sims(app, browser):
+    ctx, url = app
+    a, b = open_page(browser, url), open_page(browser, url)
+    assert wait_for(lambda: len(ctx.sessions) == 2)
+    sa, sb = list(ctx.sessions.values())
+    assert sa.env is not sb.env
+    a.get_by_role("button", name="Step", exact=True).click()
+    assert wait_for(lambda: sa._t + sb._t == 1)
+    assert {sa._t, sb._t} == {0, 1}
+    a.close()
+    b.close()
+
+
+def test_webcam_frames_go_through_the_policy(app, browser):
+    _, url = app
+    page = open_page(browser, url)
+    page.get_by_role("tab", name="Webcam").click()
+    page.get_by_role("button", name="Click to Access Webcam").click()
+    start = page.locator("button[aria-label='capture photo']")  # the streaming webcam's start button
+    start.wait_for(timeout=30_000)
+    start.click()
+    page.get_by_text("state: none (webcam)").wait_for(timeout=60_000)
+    page.close()
+
