@@ -55,3 +55,22 @@ def test_dataset_rows_have_the_contract_names():
     assert grown["reference"] == "dataset.save_episode_100_ms.at_1" and grown["unit"] == "ms"
     assert grown["ratio"] == pytest.approx(grown["value"] / rows["dataset.save_episode_100_ms.at_1"]["value"], rel=1e-2)
     assert rows["dataset.collect_frames_per_s"]["value"] > 0
+
+
+@pytest.mark.slow
+def test_train_rows_compare_presets_and_time_a_fine_tune(tmp_path, monkeypatch):
+    monkeypatch.setenv("VLA_DEMO_DATA", str(tmp_path))  # no replay data: the fine-tune runs on the new episodes
+    rows = {r["name"]: r for r in bench.bench_train(repeats=2, batch=4)}
+    assert set(rows) == {"train.samples_per_s.default", "train.samples_per_s.reference", "train.finetune_10_episodes_s"}
+    default, ref = rows["train.samples_per_s.default"], rows["train.samples_per_s.reference"]
+    assert default["reference"] == ref["name"] and default["unit"] == "samples/s" and ref["ratio"] is None
+    assert default["ratio"] == pytest.approx(default["value"] / ref["value"], rel=1e-2)
+    assert rows["train.finetune_10_episodes_s"]["value"] > 0
+
+
+@pytest.mark.slow
+def test_app_rows_compare_the_loop_with_the_render():
+    rows = {r["name"]: r for r in bench.bench_app(repeats=3, sessions=2)}
+    assert set(rows) == {"app.loop_capacity_hz", "app.loop_hz_2_sessions"}
+    for r in rows.values():
+        assert r["reference"] == "sim.render_front_hz" and r["unit"] == "Hz" and r["value"] > 0

@@ -149,7 +149,98 @@ def bench_dataset(repeats: int = 5, fill: int = 200) -> list[Row]:
     return rows
 
 
-GROUPS: dict[str, Callable[..., list[Row]]] = {"sim.": bench_sim, "policy.": bench_policy, "dataset.": bench_dataset}
+def bench_train(repeats: int = 10, batch: int = 32) -> list[Row]:
+    """Training throughput of both presets on one batch shape (forward, backward, AdamW step),
+    and the wall time of the app's fine-tune recipe on 10 freshly collected episodes."""
+    import tempfile
+
+    import torch
+
+    from vla_demo.data.collect import collect
+    from vla_demo.policy import LanguageConditionedPolicy
+    from vla_demo.recipes import FINETUNE_STEPS, data_root, fine_tune
+
+    torch.set_num_threads(2)
+    g = torch.Generator().manual_seed(0)
+    values: dict[str, tuple[float, str]] = {}
+    for preset in ("default", "reference"):
+        policy = LanguageConditionedPolicy.build(preset)
+        m = policy.model.train()
+        size = m.config.image_size
+        batch_ = {"observation.images.front": torch.rand(batch, 3, size, size, generator=g), "task": ["pick up the red cube"] * batch,
+                  "observation.state": torch.randn(batch, 7, generator=g), "action": torch.randn(batch, m.config.chunk_size, 7, generator=g) * 0.01}
+        opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+
+        def step(p=policy, o=opt, b=batch_):
+            loss, _ = p.forward(b)
+            o.zero_grad()
+            loss.backward()
+            o.step()
+
+        values[f"train.samples_per_s.{preset}"] = (batch / float(np.median(durations_s(step, repeats, 2))), "samples/s")
+    rows = make_rows(values, "train.samples_per_s.reference")
+    with tempfile.TemporaryDirectory(prefix="vla_bench_") as tmp:
+        LanguageConditionedPolicy.build("default").save_pretrained(Path(tmp) / "base")
+        collect(Path(tmp) / "new", episodes=10, progress=False)
+        demos = data_root() / "datasets" / "default-demos"
+        replay = [demos] if (demos / "meta" / "info.json").exists() else []
+        t = time.perf_counter()
+        fine_tune(Path(tmp) / "base", [Path(tmp) / "new"], replay, Path(tmp) / "run", steps=FINETUNE_STEPS if repeats >= 10 else 5)
+        seconds = time.perf_counter() - t
+    rows.append({"name": "train.finetune_10_episodes_s", "value": round(seconds, 2), "unit": "s", "reference": None, "ratio": None})
+    return rows
+
+
+def bench_app(repeats: int = 60, sessions: int = 4) -> list[Row]:
+    """Unthrottled live-loop rate (sim step + render + policy + overlays + JPEG encode) of one session,
+    and of each of ``sessions`` sessions stepping at once, against the bare front render."""
+    import tempfile
+    import threading
+
+    import cv2
+
+    from vla_demo.policy import LanguageConditionedPolicy
+    from vla_demo.sim.env import TabletopEnv
+    from vla_demo.ui.app import make_context
+
+    env = TabletopEnv()
+    env.reset(seed=0, options={"family": "pick", "n_objects": 5})
+    values = {"sim.render_front_hz": (median_rate_hz(env.render, repeats), "Hz")}
+    env.close()
+    with tempfile.TemporaryDirectory(prefix="vla_bench_") as tmp:
+        LanguageConditionedPolicy.build("default").save_pretrained(Path(tmp) / "policy")  # default size: same compute as trained
+        ctx = make_context(str(Path(tmp) / "policy"), Path(tmp) / "data", jobs=False)
+
+        def loop_rates(key: str, n: int, out: list) -> None:
+            s = ctx.session(key)
+            s.render_substeps = 0
+            s.reset(seed=len(out), family="pick")
+            s.run()
+
+            def one():
+                if s.advance() is None:  # episode over: start another
+                    s.reset(family="pick")
+                    s.run()
+                cv2.imencode(".jpg", s.compose(s._obs["observation.images.front"]))
+
+            out.append(median_rate_hz(one, n))
+
+        single: list[float] = []
+        loop_rates("bench-0", repeats, single)
+        values["app.loop_capacity_hz"] = (single[0], "Hz")
+        many: list[float] = []
+        threads = [threading.Thread(target=loop_rates, args=(f"bench-{i + 1}", repeats, many)) for i in range(sessions)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        values[f"app.loop_hz_{sessions}_sessions"] = (min(many), "Hz")
+        ctx.close()
+    return [r for r in make_rows(values, "sim.render_front_hz") if r["name"].startswith("app.")]
+
+
+GROUPS: dict[str, Callable[..., list[Row]]] = {"sim.": bench_sim, "policy.": bench_policy, "dataset.": bench_dataset,
+                                               "train.": bench_train, "app.": bench_app}
 
 
 def run(only: str | None = None, repeats: int | None = None) -> list[Row]:

@@ -22,7 +22,7 @@ from vla_demo.constants import FAMILIES
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_POLICY = ASSETS / "policies" / "default"
-DEFAULT_EPISODES_PER_FAMILY = 200
+DEFAULT_EPISODES_PER_FAMILY = 400
 DEFAULT_STEPS = 6000
 # 16 instruction-conditioned keypoints give the fusion sub-token object positions; the sim always
 # has proprioception, so the state is hidden less often than in the generic preset (the webcam
@@ -103,7 +103,10 @@ def fine_tune(init_from: str | Path, new: list[str | Path], replay: list[str | P
     from vla_demo.train import train
 
     datasets = [str(d) for d in [*new, *replay]]
-    weights = [0.5 / len(new)] * len(new) + ([0.5 / len(replay)] * len(replay))
+    if not new:
+        raise ValueError("fine_tune needs at least one dataset of new episodes")
+    share = 0.5 if replay else 1.0
+    weights = [share / len(new)] * len(new) + ([(1 - share) / len(replay)] * len(replay) if replay else [])
     cfg = TrainConfig(datasets=datasets, out=str(out), weights=weights, init_from=str(init_from), steps=steps,
                       batch_size=32, lr=FINETUNE_LR, warmup_steps=max(1, steps // 10), seed=seed, command=command,
                       val_every=max(1, steps // 2), ckpt_every=max(1, steps // 2),

@@ -2,13 +2,13 @@
 
 Everything takes an (H, W, 3) uint8 RGB frame and returns a new one; pixel coordinates are (u, v)
 floats in the frame's own resolution, so callers project world points at the size they draw at.
+OpenCV is imported inside the functions so that importing this module stays cheap.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
 ARROW_RGB = (255, 64, 160)
@@ -32,7 +32,9 @@ class Overlays:
 
 
 def upscale(frame: np.ndarray, size: int) -> np.ndarray:
-    """Nearest-neighbour-free enlargement for display (the sim renders small frames)."""
+    """Bilinear enlargement for display (the sim renders small frames)."""
+    import cv2
+
     if frame.shape[0] == size and frame.shape[1] == size:
         return frame.copy()
     return cv2.resize(frame, (size, size), interpolation=cv2.INTER_LINEAR)
@@ -40,6 +42,8 @@ def upscale(frame: np.ndarray, size: int) -> np.ndarray:
 
 def heatmap(frame: np.ndarray, grid: np.ndarray, alpha: float = 0.45) -> np.ndarray:
     """Blend a coarse (gh, gw) attention map, normalised to its max, over the frame (JET colours)."""
+    import cv2
+
     g = np.nan_to_num(np.asarray(grid, dtype=np.float32))
     g = g - g.min()
     if g.max() > 0:
@@ -67,6 +71,8 @@ def _px(p) -> tuple[int, int]:
 
 def arrow(frame: np.ndarray, start, end, rgb=ARROW_RGB, min_len: float = 10.0) -> np.ndarray:
     """An arrow from ``start`` towards ``end``, lengthened to at least ``min_len`` px so small steps show."""
+    import cv2
+
     out = frame.copy()
     s, e = np.asarray(start, float), np.asarray(end, float)
     d = e - s
@@ -82,6 +88,8 @@ def arrow(frame: np.ndarray, start, end, rgb=ARROW_RGB, min_len: float = 10.0) -
 
 def path(frame: np.ndarray, points, rgb=PATH_RGB) -> np.ndarray:
     """A polyline with dots through ``points`` (N, 2), e.g. a projected action chunk."""
+    import cv2
+
     out = frame.copy()
     pts = np.asarray(points, float)
     pts = pts[np.isfinite(pts).all(axis=1)]
@@ -96,6 +104,8 @@ def path(frame: np.ndarray, points, rgb=PATH_RGB) -> np.ndarray:
 
 def gripper_badge(frame: np.ndarray, command: float) -> np.ndarray:
     """A corner badge: OPEN (command >= 0.5) or CLOSED."""
+    import cv2
+
     out = frame.copy()
     opened = command >= 0.5
     label, rgb = ("OPEN", OPEN_RGB) if opened else ("CLOSED", CLOSED_RGB)
@@ -115,6 +125,8 @@ def chunk_points(ee_pos: np.ndarray, chunk: np.ndarray) -> np.ndarray:
 
 def banner(frame: np.ndarray, text: str, rgb=(200, 30, 30)) -> np.ndarray:
     """A full-width strip along the bottom with ``text`` (e.g. EMERGENCY STOP, TELEOP)."""
+    import cv2
+
     out = frame.copy()
     h = max(16, frame.shape[0] // 14)
     cv2.rectangle(out, (0, frame.shape[0] - h), (frame.shape[1], frame.shape[0]), rgb, -1)
