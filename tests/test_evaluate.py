@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 
-from vla_demo.constants import FAMILIES, TASK
+from vla_demo.constants import TASK
 from vla_demo.evaluate import (
     RolloutControl,
     evaluate,

@@ -19,7 +19,6 @@ size, or PIL images; anything else raises ``ValueError`` saying what was expecte
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections import deque
 from dataclasses import dataclass
 from pathlib import Path

@@ -8,13 +8,12 @@ Chromium's fake camera from a clip generated here. Screenshots go to assets/read
 from __future__ import annotations
 
 import os
-import shutil
-import socket
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from tests.serving import serve, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
 SHOTS = Path(__file__).resolve().parents[2] / "assets" / "readme"
@@ -38,42 +37,25 @@ def write_y4m(path: Path, w: int = 96, h: int = 64, n: int = 20) -> Path:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_for(pred, timeout=60.0, period=0.1):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(period)
-    return False
-
-
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, tiny_policy_dir):
     from vla_demo.ui.app import make_context
-    from vla_demo.ui.layout import build_demo, launch_kwargs
 
     ctx = make_context(str(tiny_policy_dir), tmp_path_factory.mktemp("data"), camera_size=96, display_size=384)
-    demo = build_demo(ctx)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs(ctx))
-    yield ctx, f"http://127.0.0.1:{port}/"
+    demo, url = serve(ctx)
+    yield ctx, url
     ctx.close()
     demo.close()
 
 
+def launch(p, *args: str):
+    return p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", *args])
+
+
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
-    clip = write_y4m(tmp_path_factory.mktemp("clip") / "cam.y4m")
+def browser():
     with playwright.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=[
-            "--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-            f"--use-file-for-fake-video-capture={clip}"])
+        b = launch(p)
         yield b
         b.close()
 
@@ -154,8 +136,23 @@ def test_two_tabs_have_independent_sims(app, browser):
     b.close()
 
 
-def test_webcam_frames_go_through_the_policy(app, browser):
+@pytest.mark.skipif(os.environ.get("VLA_DEMO_WEBCAM_BROWSER_TEST") != "1",
+                    reason="Chromium's fake media device, run as root, once left a browser spinning at SCHED_FIFO 99 "
+                           "and starved the machine; set VLA_DEMO_WEBCAM_BROWSER_TEST=1 to run it (the webcam path "
+                           "itself is tested in tests/ui/test_session.py)")
+def test_webcam_frames_go_through_the_policy(app, tmp_path):
     _, url = app
+    clip = write_y4m(tmp_path / "cam.y4m")
+    with playwright.sync_playwright() as p:
+        b = launch(p, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+                   f"--use-file-for-fake-video-capture={clip}")
+        try:
+            webcam_round_trip(b, url)
+        finally:
+            b.close()
+
+
+def webcam_round_trip(browser, url):
     page = open_page(browser, url)
     page.get_by_role("tab", name="Webcam").click()
     page.get_by_role("button", name="Click to Access Webcam").click()

@@ -17,7 +17,7 @@ import pytest
 from vla_demo.data import edit
 from vla_demo.data import format as fmt
 from vla_demo.data.reader import DatasetReader
-from vla_demo.data.writer import DatasetLockedError, DatasetWriteError, DatasetWriter, Episode, EpisodeRecorder
+from vla_demo.data.writer import DatasetWriteError, DatasetWriter, Episode, EpisodeRecorder
 
 SIZE = (32, 32)
 

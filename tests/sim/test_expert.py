@@ -7,7 +7,6 @@ import pytest
 
 from vla_demo.constants import FAMILIES, OBS_STATE
 from vla_demo.evaluate import rollout
-from vla_demo.sim.env import TabletopEnv
 from vla_demo.sim.expert import ScriptedExpert
 
 

@@ -2,19 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-import time
-
 import numpy as np
 import pytest
 
+from tests.serving import serve, wait_for
+
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -22,25 +15,12 @@ def app(tmp_path_factory, tiny_policy_dir):
     from gradio_client import Client
 
     from vla_demo.ui.app import make_context
-    from vla_demo.ui.layout import build_demo, launch_kwargs
 
     ctx = make_context(str(tiny_policy_dir), tmp_path_factory.mktemp("data"), camera_size=64, display_size=128)
-    demo = build_demo(ctx)
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs(ctx))
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-    yield ctx, client, port
+    demo, url = serve(ctx)
+    yield ctx, Client(url, verbose=False), url
     ctx.close()
     demo.close()
-
-
-def wait_for(pred, timeout=60.0, period=0.05):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if pred():
-            return True
-        time.sleep(period)
-    return False
 
 
 def test_api_lists_every_endpoint_with_a_name(app):

@@ -10,22 +10,9 @@ from types import SimpleNamespace
 import gradio as gr
 import pytest
 
-from vla_demo.policy import LanguageConditionedPolicy
 from vla_demo.ui import evaluate_tab, finetune_tab
 from vla_demo.ui.jobs import JobManager
 from vla_demo.ui.registry import PolicyRegistry
-
-TINY = {"image_size": 32, "d_model": 32, "n_heads": 2, "n_layers": 1, "head_hidden": 32, "chunk_size": 4}
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    from vla_demo.data.collect import collect
-
-    root = tmp_path_factory.mktemp("assets")
-    base = LanguageConditionedPolicy.build("default", seed=0, **TINY).save_pretrained(root / "base")
-    collect(root / "tiny", episodes=2, families=("reach",), seed=5, workers=1, image_size=(32, 32), progress=False)
-    return base, root / "tiny"
 
 
 @pytest.fixture

@@ -7,22 +7,8 @@ import time
 
 import pytest
 
-from vla_demo.policy import LanguageConditionedPolicy
 from vla_demo.ui.jobs import JobManager, decimate
 from vla_demo.ui.registry import PolicyRegistry
-
-TINY = {"image_size": 32, "d_model": 32, "n_heads": 2, "n_layers": 1, "head_hidden": 32, "chunk_size": 4}
-
-
-@pytest.fixture(scope="module")
-def assets(tmp_path_factory):
-    """A tiny base checkpoint and a 2-episode 'reach' dataset (module-wide, read-only)."""
-    from vla_demo.data.collect import collect
-
-    root = tmp_path_factory.mktemp("assets")
-    base = LanguageConditionedPolicy.build("default", seed=0, **TINY).save_pretrained(root / "base")
-    collect(root / "tiny", episodes=2, families=("reach",), seed=5, workers=1, image_size=(32, 32), progress=False)
-    return base, root / "tiny"
 
 
 @pytest.fixture

@@ -247,7 +247,7 @@ def check(root: str | Path, videos: bool = True) -> list[str]:
     except ValueError as e:
         return [str(e)]
     problems: list[str] = []
-    info, fps = reader.info, reader.fps
+    info = reader.info
     if info.get("codebase_version") != fmt.CODEBASE_VERSION:
         problems.append(f"codebase_version is {info.get('codebase_version')!r}, expected {fmt.CODEBASE_VERSION!r}")
     for key, feat in fmt.DEFAULT_FEATURES.items():

@@ -21,13 +21,13 @@ import os
 import shutil
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vla_demo.constants import INTERVENTION, TASK
+from vla_demo.constants import TASK
 from vla_demo.data import format as fmt
 from vla_demo.data import stats as st
 from vla_demo.data import video

@@ -1,0 +1,32 @@
+"""Helpers for tests that run the app on a real loopback server."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for(pred, timeout: float = 60.0, period: float = 0.05) -> bool:
+    """Poll ``pred`` until it holds or ``timeout`` seconds pass (tests wait on state, never on sleeps)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if pred():
+            return True
+        time.sleep(period)
+    return False
+
+
+def serve(ctx):
+    """Build and launch the page for ``ctx`` on a free loopback port; returns (demo, url)."""
+    from vla_demo.ui.layout import build_demo, launch_kwargs
+
+    demo = build_demo(ctx)
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, **launch_kwargs(ctx))
+    return demo, f"http://127.0.0.1:{port}/"
