@@ -1,7 +1,7 @@
 """The page in a real browser: Debian's Chromium driven by Playwright (installed by .ci/run).
 
 Load the page, type an instruction, run and see frames update, take over with the keyboard,
-record an episode and find it on disk, two tabs with independent sims, and the webcam path fed by
+record an episode and find it on disk, fine-tune on it and see the new version hot-swapped in, two tabs with independent sims, and the webcam path fed by
 Chromium's fake camera from a clip generated here. Screenshots go to assets/readme/ for the README.
 """
 
@@ -116,9 +116,21 @@ def test_live_page_runs_takes_over_and_records(app, browser):
     page.get_by_role("button", name="Refresh").click()
     page.get_by_text("1 episodes").wait_for(timeout=30_000)
     page.screenshot(path=str(SHOTS / "record.png"))
+    # close the loop: fine-tune on the recorded episode, evaluate before/after, hot-swap
     page.get_by_role("tab", name="Fine-tune").click()
-    page.get_by_text("Policy versions").wait_for()
+    page.get_by_role("button", name="Refresh lists").click()
+    page.get_by_label("recordings").check()
+    for label, value in (("Steps", "5"), ("Before/after episodes per family", "1")):
+        page.get_by_label(label).fill(value)
+        page.get_by_label(label).press("Tab")
+    parent = ctx.registry.active
+    page.get_by_role("button", name="Start fine-tune").click()
+    assert wait_for(lambda: ctx.registry.active != parent, 300), ctx.jobs.jobs()
+    page.get_by_text("registered and activated").first.wait_for(timeout=60_000)
     page.screenshot(path=str(SHOTS / "finetune.png"))
+    page.get_by_role("tab", name="Live").click()
+    page.get_by_role("button", name="Reset scene").click()
+    assert wait_for(lambda: session.version == ctx.registry.active)  # new episodes run the new version
     page.close()
     assert wait_for(lambda: not ctx.sessions, 60)  # the closed tab's session is freed by demo.unload
 
