@@ -337,7 +337,8 @@ class Session:
         except (OSError, ValueError, RuntimeError) as e:
             return self._say(f"episode NOT saved (it is still buffered, try again): {e}")
         with self.lock:
-            if self.recording.frames[: len(frames)] == frames:
+            head = self.recording.frames[: len(frames)]
+            if len(head) == len(frames) and all(a is b for a, b in zip(head, frames)):  # not reset meanwhile
                 self.recording.frames = self.recording.frames[len(frames):]
         return self._say(f"saved episode {index} ({len(frames)} frames, success={success}) to {rec.dataset!r}")
 
