@@ -16,6 +16,10 @@ ACTION = "action"
 EXECUTED_ACTION = "executed_action"
 INTERVENTION = "intervention"
 ACTION_IS_PAD = "action_is_pad"
+# Scripted datasets only: (6,) target centre and destination, m (labels for the auxiliary goal
+# head, never a policy input; NaN in a batch where a dataset has no such column).
+GOAL_POSITIONS = "goal_positions"
+GOAL_NAMES: tuple[str, ...] = ("target_x", "target_y", "target_z", "dest_x", "dest_y", "dest_z")
 
 # Gymnasium id of the tabletop env (registered by ``import vla_demo.sim``).
 ENV_ID = "VLATabletop-v0"

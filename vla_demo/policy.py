@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_demo.constants import ACTION, ACTION_IS_PAD, OBS_IMAGE_FRONT, OBS_STATE, TASK
+from vla_demo.constants import ACTION, ACTION_IS_PAD, GOAL_POSITIONS, OBS_IMAGE_FRONT, OBS_STATE, TASK
 from vla_demo.model import checkpoint
 from vla_demo.model.tokenizer import InstructionTokenizer
 from vla_demo.model.vla import ModelConfig, VLAModel, build_model
@@ -252,8 +252,8 @@ class LanguageConditionedPolicy:
                                                      align_corners=False, antialias=True)
         enc = self.tokenizer(list(batch[TASK]))
         ids = enc.input_ids
-        out = m(images, ids, enc.attention_mask, batch.get(OBS_STATE))["out"]
-        return m.loss(out, batch[ACTION], batch.get(ACTION_IS_PAD))
+        res = m(images, ids, enc.attention_mask, batch.get(OBS_STATE))
+        return m.loss(res["out"], batch[ACTION], batch.get(ACTION_IS_PAD), res["goal"], batch.get(GOAL_POSITIONS))
 
     # ------------------------------------------------------------------ files
     def save_pretrained(self, directory: str | Path, card: str | None = None, extra=None) -> Path:

@@ -26,8 +26,10 @@ DEFAULT_EPISODES_PER_FAMILY = 400
 DEFAULT_STEPS = 6000
 # 16 instruction-conditioned keypoints give the fusion sub-token object positions; the sim always
 # has proprioception, so the state is hidden less often than in the generic preset (the webcam
-# path still works without it).
-DEFAULT_MODEL = {"keypoints": 16, "state_dropout": 0.15}
+# path still works without it). The goal head learns from the collector's goal-position labels
+# where the named object is: without it the action loss alone left the policy descending in place
+# (it never learned the lateral move toward the instructed object).
+DEFAULT_MODEL = {"keypoints": 16, "state_dropout": 0.15, "goal_head": True}
 
 
 FINETUNE_STEPS = 400

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_demo.constants import ACTION, ACTION_IS_PAD, OBS_IMAGE_FRONT, OBS_STATE, TASK
+from vla_demo.constants import ACTION, ACTION_IS_PAD, GOAL_POSITIONS, OBS_IMAGE_FRONT, OBS_STATE, TASK
 
 
 def word_dropout(ids: torch.Tensor, mask: torch.Tensor, unk_id: int | None, p: float, generator=None) -> torch.Tensor:
@@ -213,12 +213,15 @@ def keep_family_share(reader, episodes: list[int], fractions: dict[str, float], 
 
 
 def dataset_stats(views) -> dict[str, Any]:
-    """Action and state normalisation stats over all training datasets."""
+    """Action and state normalisation stats over all training datasets (goal positions over
+    the datasets that have them)."""
     from vla_demo.data import stats as st
 
     parts = [v.stats() for v in views]
     keys = [ACTION] + ([OBS_STATE] if all(OBS_STATE in p for p in parts) else [])
-    return st.aggregate([{k: p[k] for k in keys} for p in parts])
+    out = st.aggregate([{k: p[k] for k in keys} for p in parts])
+    labelled = [{GOAL_POSITIONS: p[GOAL_POSITIONS]} for p in parts if GOAL_POSITIONS in p]
+    return {**out, **st.aggregate(labelled)} if labelled else out
 
 
 def _distributed() -> tuple[int, int]:
@@ -283,8 +286,8 @@ def _loss(policy, model, batch, cfg, g) -> tuple[torch.Tensor, dict[str, float]]
     images = augment(batch[OBS_IMAGE_FRONT], cfg.shift_px, cfg.colour_jitter, g) if model.training else batch[OBS_IMAGE_FRONT]
     enc = policy.tokenizer(list(batch[TASK]))
     ids = word_dropout(enc.input_ids, enc.attention_mask, policy.tokenizer.unk_id, cfg.word_drop if model.training else 0.0, g)
-    out = model(images, ids, enc.attention_mask, batch.get(OBS_STATE))["out"]
-    return policy.model.loss(out, batch[ACTION], batch.get(ACTION_IS_PAD))
+    res = model(images, ids, enc.attention_mask, batch.get(OBS_STATE))
+    return policy.model.loss(res["out"], batch[ACTION], batch.get(ACTION_IS_PAD), res["goal"], batch.get(GOAL_POSITIONS))
 
 
 @torch.no_grad()

@@ -11,6 +11,7 @@ from vla_demo.__main__ import main
 from vla_demo.data import edit
 from vla_demo.data.collect import CollectJob, collect, collection_seed, run_demo
 from vla_demo.data.reader import DatasetReader
+from vla_demo.data.torch_dataset import TrainingView
 from vla_demo.evaluate import episode_seeds
 
 
@@ -23,6 +24,9 @@ def test_scripted_demo_labels_are_clean_and_execution_noisy():
     assert not np.allclose(f["action"][:, :6], f["executed_action"][:, :6])
     assert not f["intervention"].any() and episode.source == "scripted"
     assert len(set(episode.tasks)) == 1
+    goals = f["goal_positions"]  # (L, 6): the reach target, twice, and it never moves far
+    assert goals.shape == (len(episode), 6) and np.isfinite(goals).all()
+    np.testing.assert_allclose(goals[:, :3], goals[:, 3:])
 
 
 @pytest.mark.slow
@@ -35,6 +39,9 @@ def test_collect_writes_a_valid_dataset_and_appends(tmp_path):
     assert r.num_episodes == summary["saved"] + summary2["saved"]
     assert all(e["source"] == "scripted" and e["success"] for e in r.episodes)
     assert edit.check(out) == []
+    view = TrainingView(out, chunk_size=2)
+    assert np.isfinite(view[0]["goal_positions"].numpy()).all()
+    assert "goal_positions" in view.stats()
 
 
 def test_collection_seeds_never_meet_evaluation_seeds():

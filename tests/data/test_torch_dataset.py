@@ -14,6 +14,7 @@ import torch
 from vla_demo.constants import (
     ACTION,
     ACTION_IS_PAD,
+    GOAL_POSITIONS,
     INTERVENTION,
     OBS_IMAGE_FRONT,
     OBS_IMAGE_WRIST,
@@ -102,7 +103,8 @@ def view(sim_root) -> TrainingView:
 def test_item_keys_dtypes_and_shapes(view):
     assert len(view) == sum(LENGTHS)
     item = view[0]
-    assert set(item) == {OBS_IMAGE_FRONT, OBS_STATE, TASK, ACTION, ACTION_IS_PAD, INTERVENTION}
+    assert set(item) == {OBS_IMAGE_FRONT, OBS_STATE, TASK, ACTION, ACTION_IS_PAD, INTERVENTION, GOAL_POSITIONS}
+    assert item[GOAL_POSITIONS].shape == (6,) and torch.isnan(item[GOAL_POSITIONS]).all()  # no labels here
     image = item[OBS_IMAGE_FRONT]
     assert image.dtype == torch.float32 and image.shape == (3, SIZE, SIZE)
     assert 0.0 <= image.min() and image.max() <= 1.0

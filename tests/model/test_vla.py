@@ -206,3 +206,41 @@ def test_train_vla_accepts_token_tensors_and_feature_keyed_batches(tok):
         train_vla(model, [{"images": torch.rand(1, 3, 32, 32)}], epochs=1, progress=False)
     with pytest.raises(ValueError, match="epochs"):
         train_vla(model, batches, epochs=0, progress=False)
+
+
+def test_goal_head_learns_positions_and_ignores_unlabelled_rows(tok):
+    torch.manual_seed(0)
+    model = build_model(tiny(tok, goal_head=True, goal_weight=2.0)).eval()  # no random state dropout
+    images, ids, mask, state = inputs(tok)
+    out = model(images, ids, mask, state)
+    assert out["goal"].shape == (3, 6)
+    assert build_model(tiny(tok))(images, ids, mask, state)["goal"] is None
+    target = torch.tensor([[0.5, 0.1, 0.03, 0.4, -0.2, 0.0], [0.6, -0.1, 0.03, 0.6, -0.1, 0.03], [float("nan")] * 6])
+    model.goal_mean.fill_(0.2)
+    actions = torch.zeros(3, 4, 7)
+    total, logs = model.loss(out["out"], actions, None, out["goal"], target)
+    plain, _ = model.loss(out["out"], actions)
+    assert torch.isfinite(total) and total.item() == pytest.approx(plain.item() + 2.0 * logs["goal_loss"], rel=1e-5)
+    # The unlabelled row gets no gradient through the goal loss.
+    model.zero_grad()
+    model.goal_loss(out["goal"], target).backward()
+    grad = model.goal_head.weight.grad.clone()
+    model.zero_grad()
+    out2 = model(images[:2], ids[:2], mask[:2], state[:2])
+    model.goal_loss(out2["goal"], target[:2]).backward()
+    torch.testing.assert_close(model.goal_head.weight.grad, grad, rtol=1e-4, atol=1e-6)
+    # All rows unlabelled: a zero loss that still has a graph.
+    zero = model.goal_loss(out["goal"], torch.full((3, 6), float("nan")))
+    assert zero.item() == 0.0 and zero.requires_grad
+    # Fitting: a few steps drive the goal loss down; decode_goal inverts the normalisation.
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        g = model(images[:2], ids[:2], mask[:2], state[:2])["goal"]
+        loss = model.goal_loss(g, target[:2])
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05 * first
+    torch.testing.assert_close(model.decode_goal((target[:2] - model.goal_mean) / model.goal_std), target[:2])

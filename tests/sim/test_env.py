@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from vla_demo.config import SimConfig
-from vla_demo.constants import COLOURS, ENV_ID, FAMILIES, SHAPES, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, TASK
+from vla_demo.constants import COLOURS, DIRECTIONS, ENV_ID, FAMILIES, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, SHAPES, TASK
 from vla_demo.sim.env import TabletopEnv
 
 
@@ -263,3 +263,22 @@ def test_config_validation():
     with pytest.raises(ValueError, match="n_objects"):
         SimConfig(n_objects=(1, 9))
     assert SimConfig.from_dict(SimConfig(image_size=(96, 96)).to_dict()) == SimConfig(image_size=(96, 96))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_info_labels_where_the_target_is_and_where_it_should_go(env, family):
+    _, info = env.reset(seed=3, options={"family": family})
+    goal, view = env.goal, env.world_view()
+    target, dest = info["goal_positions"][:3], info["goal_positions"][3:]
+    np.testing.assert_allclose(target, view.positions[goal.target], atol=1e-6)
+    if family == "place":
+        np.testing.assert_allclose(dest, view.receptacles[goal.destination], atol=1e-6)
+    elif family == "stack":
+        np.testing.assert_allclose(dest, view.positions[goal.destination], atol=1e-6)
+    elif family == "push":
+        moved = dest[:2] - view.initial_positions[goal.target][:2]
+        np.testing.assert_allclose(moved, 0.08 * np.asarray(DIRECTIONS[goal.goal.direction]), atol=1e-6)
+    else:
+        np.testing.assert_allclose(dest, target)
+    env.set_instruction("dance")  # no goal, no labels
+    assert "goal_positions" not in env.step(np.zeros(7))[4]

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from vla_demo.constants import ACTION, EXECUTED_ACTION, FAMILIES, INTERVENTION, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE
+from vla_demo.constants import ACTION, EXECUTED_ACTION, FAMILIES, GOAL_POSITIONS, INTERVENTION, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE
 
 # Collection seeds live far above evaluation seeds (evaluate.episode_seeds), so a policy is never
 # evaluated on a scene it was trained on.
@@ -46,7 +46,7 @@ def run_demo(job: CollectJob):
     env = worker_env(image_size=tuple(job.image_size), wrist_camera=job.wrist)
     expert = ScriptedExpert(env, noise=job.noise, seed=job.seed)
     keys = [OBS_IMAGE_FRONT] + ([OBS_IMAGE_WRIST] if job.wrist else [])
-    rows: dict[str, list] = {k: [] for k in [*keys, OBS_STATE, ACTION, EXECUTED_ACTION, INTERVENTION]}
+    rows: dict[str, list] = {k: [] for k in [*keys, OBS_STATE, ACTION, EXECUTED_ACTION, INTERVENTION, GOAL_POSITIONS]}
     tasks, success = [], False
     for rec in rollout(env, expert, seed=job.seed, options={"family": job.family, "split": job.split}):
         for k in keys:
@@ -55,6 +55,7 @@ def run_demo(job: CollectJob):
         rows[ACTION].append(rec.label)
         rows[EXECUTED_ACTION].append(rec.action)
         rows[INTERVENTION].append(False)
+        rows[GOAL_POSITIONS].append(rec.info["goal_positions"])  # after the step: targets barely move in one
         tasks.append(rec.observation["task"])
         success = bool(rec.info.get("success"))
     frames = {k: np.stack(v) for k, v in rows.items()}
@@ -93,7 +94,7 @@ def collect(
         get_family(f)
     workers = workers or min(2, os.cpu_count() or 1)
     note = f"Scripted-expert demonstrations: families {', '.join(families)}, split `{split}`, action noise {noise}."
-    writer = DatasetWriter.open(out, sim_features(image_size, wrist), SimConfig().control_hz, card_note=note)
+    writer = DatasetWriter.open(out, sim_features(image_size, wrist, goals=True), SimConfig().control_hz, card_note=note)
     start = writer.num_episodes
     jobs = [CollectJob(families[i % len(families)], split, collection_seed(seed, start + i), noise, tuple(image_size), wrist)
             for i in range(episodes)]

@@ -21,6 +21,8 @@ from vla_demo.constants import (
     ACTION,
     ACTION_NAMES,
     EXECUTED_ACTION,
+    GOAL_NAMES,
+    GOAL_POSITIONS,
     INTERVENTION,
     OBS_IMAGE_FRONT,
     OBS_IMAGE_WRIST,
@@ -80,8 +82,10 @@ def video_feature(height: int, width: int) -> dict[str, Any]:
     return {"dtype": "video", "shape": [height, width, 3], "names": ["height", "width", "channels"]}
 
 
-def sim_features(image_size: tuple[int, int] = (128, 128), wrist: bool = False) -> dict[str, dict[str, Any]]:
-    """User features of a sim dataset (the five default columns are added by the writer)."""
+def sim_features(image_size: tuple[int, int] = (128, 128), wrist: bool = False,
+                 goals: bool = False) -> dict[str, dict[str, Any]]:
+    """User features of a sim dataset (the five default columns are added by the writer);
+    ``goals`` adds the scripted collector's ``goal_positions`` labels."""
     h, w = image_size
     feats = {OBS_IMAGE_FRONT: video_feature(h, w)}
     if wrist:
@@ -90,6 +94,8 @@ def sim_features(image_size: tuple[int, int] = (128, 128), wrist: bool = False) 
     feats[ACTION] = {"dtype": "float32", "shape": [len(ACTION_NAMES)], "names": list(ACTION_NAMES)}
     feats[EXECUTED_ACTION] = {"dtype": "float32", "shape": [len(ACTION_NAMES)], "names": list(ACTION_NAMES)}
     feats[INTERVENTION] = {"dtype": "bool", "shape": [1], "names": None}
+    if goals:
+        feats[GOAL_POSITIONS] = {"dtype": "float32", "shape": [len(GOAL_NAMES)], "names": list(GOAL_NAMES)}
     return feats
 
 

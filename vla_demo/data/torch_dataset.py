@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_demo.constants import ACTION, ACTION_IS_PAD, INTERVENTION, OBS_IMAGE_FRONT, OBS_STATE, TASK
+from vla_demo.constants import ACTION, ACTION_IS_PAD, GOAL_NAMES, GOAL_POSITIONS, INTERVENTION, OBS_IMAGE_FRONT, OBS_STATE, TASK
 from vla_demo.data import format as fmt
 from vla_demo.data.reader import DatasetReader
 
@@ -75,7 +75,7 @@ class TrainingView(torch.utils.data.Dataset):
     # ------------------------------------------------------------------ construction
     def _load_columns(self) -> None:
         """Concatenate the small per-frame columns of the selected episodes (frames in view order)."""
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in (ACTION, OBS_STATE, INTERVENTION, "task_index")}
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in (ACTION, OBS_STATE, INTERVENTION, GOAL_POSITIONS, "task_index")}
         for e in self.episodes:
             cols = self.reader.episode_columns(e)
             length = len(cols["task_index"])
@@ -90,6 +90,10 @@ class TrainingView(torch.utils.data.Dataset):
         self._states = _concat(parts[OBS_STATE], (n, -1), np.float32) if parts[OBS_STATE] else None  # (N, S)
         self._task_ids = _concat(parts["task_index"], (n,), np.int64)  # (N,)
         self._interventions = _concat(parts[INTERVENTION], (n,), bool) if parts[INTERVENTION] else np.zeros(n, bool)
+        # Goal labels (scripted datasets only); NaN rows mean "no label" to the auxiliary loss.
+        n_goal = len(GOAL_NAMES)
+        have_goals = len(parts[GOAL_POSITIONS]) == len(self.episodes) and len(self.episodes) > 0
+        self._goals = _concat(parts[GOAL_POSITIONS], (n, n_goal), np.float32) if have_goals else np.full((n, n_goal), np.nan, np.float32)
         if n and self._task_ids.max() >= len(self.reader.tasks):
             raise ValueError(f"{self.reader.root}: task_index {self._task_ids.max()} has no entry in "
                              f"{fmt.TASKS_PATH} ({len(self.reader.tasks)} tasks)")
@@ -114,6 +118,7 @@ class TrainingView(torch.utils.data.Dataset):
             ACTION: torch.from_numpy(self._actions[rows]),  # (H, A)
             ACTION_IS_PAD: torch.from_numpy(steps >= length),  # (H,)
             INTERVENTION: torch.tensor(bool(self._interventions[i])),
+            GOAL_POSITIONS: torch.from_numpy(self._goals[i].copy()),  # (6,), NaN when unlabelled
         }
         if self._states is not None:
             item[OBS_STATE] = torch.from_numpy(self._states[i].copy())  # (S,)

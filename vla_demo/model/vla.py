@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vla_demo.config import require
-from vla_demo.constants import ACTION_DIM, STATE_DIM
+from vla_demo.constants import ACTION, ACTION_DIM, GOAL_NAMES, GOAL_POSITIONS, OBS_STATE, STATE_DIM
 
 
 @dataclass
@@ -67,6 +67,12 @@ class ModelConfig:
         separate_gripper: predict the gripper as an open/closed logit.
         head_hidden: hidden width of the MLP head.
         state_dropout: probability of hiding the state during training.
+    Auxiliary:
+        goal_head: also predict, from the readout, where the instructed object is and where it
+            should go (``goal_positions``: 6 numbers, m). Scripted datasets label every frame, so
+            the fusion is taught *which* object the words name instead of inferring it from the
+            action loss alone; the prediction is an overlay in the app, never an input.
+        goal_weight: weight of that auxiliary loss against the action loss.
     """
 
     preset: str = "default"
@@ -93,6 +99,8 @@ class ModelConfig:
     separate_gripper: bool = True
     head_hidden: int = 256
     state_dropout: float = 0.3
+    goal_head: bool = False
+    goal_weight: float = 1.0
     vision_spec: dict[str, Any] | None = field(default=None, repr=False)
     text_spec: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -114,6 +122,7 @@ class ModelConfig:
         require(2 <= self.n_bins <= 4096, f"n_bins must be in 2..4096, got {self.n_bins}")
         require(0.0 <= self.state_dropout < 1.0 and 0.0 <= self.dropout < 1.0, "dropout rates must be in [0, 1)")
         require(self.action_dim >= 2, f"action_dim must be >= 2, got {self.action_dim}")
+        require(0.0 <= self.goal_weight <= 100.0, f"goal_weight must be in 0..100, got {self.goal_weight}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
@@ -339,6 +348,7 @@ class VLAModel(nn.Module):
         n_cont = A - 1 if cfg.separate_gripper else A
         per_step = n_cont * (cfg.n_bins if cfg.head == "discrete" else 1) + (1 if cfg.separate_gripper else 0)
         self.head = nn.Sequential(nn.Linear(d, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, H * per_step))
+        self.goal_head = nn.Linear(d, len(GOAL_NAMES)) if cfg.goal_head else None
         # Normalisation (replaced from dataset stats by the trainer; identity-ish defaults).
         self.register_buffer("action_mean", torch.zeros(A))
         self.register_buffer("action_std", torch.ones(A))
@@ -346,6 +356,8 @@ class VLAModel(nn.Module):
         self.register_buffer("action_high", torch.ones(A))
         self.register_buffer("state_mean", torch.zeros(cfg.state_dim))
         self.register_buffer("state_std", torch.ones(cfg.state_dim))
+        self.register_buffer("goal_mean", torch.zeros(len(GOAL_NAMES)))
+        self.register_buffer("goal_std", torch.ones(len(GOAL_NAMES)))
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -361,15 +373,15 @@ class VLAModel(nn.Module):
         def t(x):
             return torch.as_tensor(x, dtype=torch.float32)
 
-        a = stats["action"]
+        a = stats[ACTION]
         self.action_mean.copy_(t(a["mean"]))
         self.action_std.copy_(t(a["std"]).clamp(min=1e-3))
         self.action_low.copy_(t(a.get("q01", a.get("min"))))
         self.action_high.copy_(torch.maximum(t(a.get("q99", a.get("max"))), self.action_low + 1e-3))
-        if "observation.state" in stats:
-            s = stats["observation.state"]
-            self.state_mean.copy_(t(s["mean"]))
-            self.state_std.copy_(t(s["std"]).clamp(min=1e-3))
+        for key, mean, std in ((OBS_STATE, self.state_mean, self.state_std), (GOAL_POSITIONS, self.goal_mean, self.goal_std)):
+            if key in stats:
+                mean.copy_(t(stats[key]["mean"]))
+                std.copy_(t(stats[key]["std"]).clamp(min=1e-3))
 
     # ------------------------------------------------------------------ forward
     def encode(self, images, ids, text_mask, state, need_weights: bool = False):
@@ -416,15 +428,17 @@ class VLAModel(nn.Module):
             need_weights: also return per-layer attention (B, heads, S, S) and token layout.
 
         Returns:
-            ``{"out": (B, H, per_step) raw head output, "attention": list | None, "layout": dict}``.
+            ``{"out": (B, H, per_step) raw head output, "goal": (B, 6) normalised goal positions
+            or None, "attention": list | None, "layout": dict}``.
         """
         h, attn = self.encode(images, ids, text_mask, state, need_weights)
         B, H = h.size(0), self.config.chunk_size
         out = self.head(h).view(B, H, -1)  # (B, H, per_step)
+        goal = self.goal_head(h) if self.goal_head is not None else None  # (B, 6), normalised
         n_vis = self.grid[0] * self.grid[1]
         t0 = 2 + n_vis + self.config.keypoints
         layout = {"state": 1, "vision": (2, 2 + n_vis), "keypoints": (2 + n_vis, t0), "language": (t0, t0 + ids.size(1))}
-        return {"out": out, "attention": attn, "layout": layout}
+        return {"out": out, "goal": goal, "attention": attn, "layout": layout}
 
     # ------------------------------------------------------------------ heads: decode and loss
     def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -449,8 +463,22 @@ class VLAModel(nn.Module):
             acts = torch.cat([acts, (grip > 0).float().unsqueeze(-1)], dim=-1)  # 1 = open
         return acts
 
-    def loss(self, out: torch.Tensor, actions: torch.Tensor, is_pad: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
-        """Training loss for a chunk of target actions (B, H, A) in physical units."""
+    def decode_goal(self, goal: torch.Tensor) -> torch.Tensor:
+        """Goal head output (B, 6) -> target and destination positions in metres."""
+        return goal * self.goal_std + self.goal_mean
+
+    def goal_loss(self, goal: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """MSE on normalised positions over the rows that carry labels (NaN rows carry none)."""
+        labelled = torch.isfinite(target).all(-1)  # (B,)
+        if not labelled.any():
+            return goal.sum() * 0.0  # keeps the graph (and DDP's gradient buckets) complete
+        norm = (target[labelled] - self.goal_mean) / self.goal_std
+        return ((goal[labelled] - norm) ** 2).mean()
+
+    def loss(self, out: torch.Tensor, actions: torch.Tensor, is_pad: torch.Tensor | None = None,
+             goal: torch.Tensor | None = None, goal_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Training loss for a chunk of target actions (B, H, A) in physical units, plus the
+        auxiliary goal loss when the model has a goal head and the batch ``goal_positions``."""
         cfg = self.config
         valid = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device) if is_pad is None else ~is_pad
         w = valid.float()
@@ -478,6 +506,10 @@ class VLAModel(nn.Module):
             g = (bce * w).sum() / denom
             logs["gripper_loss"] = g.item()
             total = total + g
+        if goal is not None and goal_target is not None:
+            aux = self.goal_loss(goal, goal_target)
+            logs["goal_loss"] = aux.item()
+            total = total + self.config.goal_weight * aux
         logs["loss"] = total.item()
         return total, logs
 

@@ -411,6 +411,7 @@ class TabletopEnv(gym.Env):
         if self._resolved is not None:
             i = self._resolved.target
             info["target"] = {"index": i, "name": self.scene.objects[i].name, "position": view.positions[i].tolist()}
+            info["goal_positions"] = tasks.get_family(self._resolved.goal.family).goal_positions(self._resolved, view)
         else:
             info["parse_error"] = self._parse_error
         return info

@@ -195,6 +195,16 @@ class TaskFamily:
     def extra_objects(self, rng, split, target) -> list[tuple[str, str]]:
         return []
 
+    def goal_positions(self, rg: ResolvedGoal, view: WorldView) -> np.ndarray:
+        """(6,) where the task happens: the target's centre, then where it should end up (the
+        target itself for families without a destination). Training labels for the model's
+        auxiliary goal head; never shown to a policy as input."""
+        target = view.positions[rg.target]
+        return np.concatenate([target, self.destination(rg, view, target)]).astype(np.float32)
+
+    def destination(self, rg: ResolvedGoal, view: WorldView, target: np.ndarray) -> np.ndarray:
+        return target
+
     def make_goal(self, rng, target, required) -> Goal:
         return Goal(self.name, ObjectRef(*target))
 
@@ -273,6 +283,10 @@ class Push(TaskFamily):
         path = [tuple(xy + d * s) for s in (-0.08, 0.05, 0.10, 0.15)]
         return sc.sample_layout(rng, combos, [], reserved={0: tuple(xy)}, keepout=path)
 
+    def destination(self, rg, view, target):
+        start = view.initial_positions[rg.target]
+        return np.array([*(start[:2] + self.distance * np.array(DIRECTIONS[rg.goal.direction])), start[2]])
+
     def success(self, rg, view):
         d = np.array(DIRECTIONS[rg.goal.direction])
         moved = view.positions[rg.target][:2] - view.initial_positions[rg.target][:2]
@@ -301,6 +315,9 @@ class Place(TaskFamily):
 
     def layout(self, rng, combos, goal):
         return sc.sample_layout(rng, combos, list(RECEPTACLES))
+
+    def destination(self, rg, view, target):
+        return view.receptacles[rg.destination]
 
     def success(self, rg, view):
         kind = rg.goal.destination
@@ -334,6 +351,9 @@ class Stack(TaskFamily):
 
     def make_goal(self, rng, target, required):
         return Goal(self.name, ObjectRef(*target), destination=ObjectRef(*required[1]))
+
+    def destination(self, rg, view, target):
+        return view.positions[rg.destination]
 
     def success(self, rg, view):
         top, base = view.positions[rg.target], view.positions[rg.destination]
