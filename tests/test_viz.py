@@ -47,3 +47,12 @@ def test_chunk_points_integrate_the_chunk():
     chunk[:, 0] = 0.01
     pts = viz.chunk_points(np.array([0.5, 0.0, 0.2]), chunk)
     assert pts.shape == (4, 3) and np.allclose(pts[:, 0], [0.5, 0.51, 0.52, 0.53])
+
+
+def test_goal_marks_draw_at_the_target_and_a_distinct_destination(frame):
+    out = viz.goal_marks(frame, (16, 16), (48, 48))
+    assert out.shape == frame.shape and (frame == 100).all()
+    changed = (out != 100).any(-1)
+    assert changed[10:22, 10:22].any() and changed[40:56, 40:56].any() and not changed[:6, 58:].any()
+    same = viz.goal_marks(frame, (16, 16), (16, 16))  # pick / reach: no ring, no line
+    assert not (same != 100).any(-1)[40:56, 40:56].any()

@@ -76,6 +76,7 @@ class Prediction:
     action: np.ndarray  # (7,) the first action of the chunk
     chunk: np.ndarray  # (H, 7)
     attention: Attention | None = None
+    goal: np.ndarray | None = None  # (2, 3) where the goal head thinks the target is and should go, m
 
 
 # ----------------------------------------------------------------------------- images
@@ -210,7 +211,8 @@ class LanguageConditionedPolicy:
         attention = None
         if return_attention:
             attention = summarize_attention(res["attention"], res["layout"], m.grid, enc.words[0], enc.token_words[0])
-        self.last_prediction = Prediction(chunk[0].copy(), chunk, attention)
+        goal = None if res["goal"] is None else m.decode_goal(res["goal"])[0].numpy().reshape(2, 3)
+        self.last_prediction = Prediction(chunk[0].copy(), chunk, attention, goal)
         return self.last_prediction
 
     def act(self, image, instruction: str, state=None) -> np.ndarray:

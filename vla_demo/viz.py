@@ -16,6 +16,7 @@ PATH_RGB = (40, 220, 255)
 OPEN_RGB = (60, 200, 90)
 CLOSED_RGB = (230, 80, 60)
 KEYPOINT_RGB = (255, 255, 255)
+GOAL_RGB = (255, 220, 40)
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Overlays:
     arrow: bool = True
     path: bool = True
     gripper: bool = True
+    goal: bool = True  # the goal head's guess: where the named object is and where it should go
     alpha: float = 0.45
 
 
@@ -121,6 +123,24 @@ def chunk_points(ee_pos: np.ndarray, chunk: np.ndarray) -> np.ndarray:
     """World positions the end effector would pass executing ``chunk`` (H, 7) from ``ee_pos``: (H + 1, 3)."""
     steps = np.asarray(chunk, dtype=np.float64)[:, :3]
     return np.concatenate([np.asarray(ee_pos, np.float64)[None], ee_pos + np.cumsum(steps, axis=0)])
+
+
+def goal_marks(frame: np.ndarray, target, destination, rgb=GOAL_RGB) -> np.ndarray:
+    """A cross-hair on ``target`` (u, v) and a ring on ``destination`` (skipped when they coincide,
+    as for pick and reach)."""
+    import cv2
+
+    out = frame.copy()
+    r = max(5, frame.shape[0] // 40)
+    t = _px(target)
+    cv2.circle(out, t, r, rgb, 2, cv2.LINE_AA)
+    cv2.line(out, (t[0] - 2 * r, t[1]), (t[0] + 2 * r, t[1]), rgb, 1, cv2.LINE_AA)
+    cv2.line(out, (t[0], t[1] - 2 * r), (t[0], t[1] + 2 * r), rgb, 1, cv2.LINE_AA)
+    d = _px(destination)
+    if abs(d[0] - t[0]) + abs(d[1] - t[1]) > r:
+        cv2.circle(out, d, 2 * r, rgb, 2, cv2.LINE_AA)
+        cv2.line(out, t, d, rgb, 1, cv2.LINE_AA)
+    return out
 
 
 def banner(frame: np.ndarray, text: str, rgb=(200, 30, 30)) -> np.ndarray:

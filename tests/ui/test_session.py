@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import torch
 import pytest
 
 from vla_demo.data.reader import DatasetReader
@@ -114,8 +115,13 @@ def test_learned_policy_overlays_probe_and_webcam(make_ctx, tiny_policy_dir):
     s.reset(seed=8, family="pick")
     out = frames(s, 2)
     assert out[-1].words and [w for w, _ in out[-1].words][:2] == s.env.instruction.split()[:2]
-    s.set_overlays(False, "rollout", False, False, False)
+    s.policy.model.goal_mean.copy_(torch.tensor([0.5, 0.0, 0.03, 0.5, 0.15, 0.0]))  # an untrained guess, on the table
+    s.policy.model.goal_std.fill_(1e-3)
+    s.set_overlays(False, "rollout", False, False, False, goal=False)
     plain = frames(s, 1)[0].image
+    assert s._prediction.goal.shape == (2, 3)  # the goal head's guess: target and destination
+    s.set_overlays(False, "rollout", False, False, False, goal=True)
+    assert not np.array_equal(frames(s, 1)[0].image, plain)
     s.set_overlays(True, "layer 1", True, True, True)
     assert not np.array_equal(frames(s, 1)[0].image, plain)
     shown, rows = s.probe(None, ["pick up the red cube", "", "push the blue ball left"])

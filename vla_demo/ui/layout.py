@@ -18,7 +18,7 @@ from vla_demo.ui import finetune_tab, evaluate_tab, record_tab
 from vla_demo.ui.session import KEYMAP_MARKDOWN, MODES
 
 TELEOP_JS = Path(__file__).with_name("teleop.js")
-OVERLAY_CHOICES = ["attention", "action arrow", "chunk path", "gripper"]
+OVERLAY_CHOICES = ["attention", "action arrow", "chunk path", "gripper", "goal guess"]
 LAYER_CHOICES = ["rollout", "layer 1", "layer 2", "layer 3", "layer 4", "layer 5", "layer 6"]
 CSS = "#vla-live img {image-rendering: auto;} #vla-status {font-family: monospace; font-size: 0.85em;}"
 PLOT_EVERY = 5  # control steps between action-plot updates (the plot re-renders client-side)
@@ -89,7 +89,8 @@ def _live_tab(ctx, session_of) -> None:
 
     def set_overlays(chosen, layer_name, request: gr.Request) -> None:
         c = set(chosen or [])
-        session_of(request).set_overlays("attention" in c, layer_name, "action arrow" in c, "chunk path" in c, "gripper" in c)
+        session_of(request).set_overlays("attention" in c, layer_name, "action arrow" in c, "chunk path" in c, "gripper" in c,
+                                          "goal guess" in c)
 
     def do_reset(s, f, n, text, request: gr.Request) -> str:
         return session_of(request).reset(seed=int(s) if s is not None else None, family=f, n_objects=n,
@@ -191,10 +192,13 @@ def build_demo(ctx) -> gr.Blocks:
 
 
 def launch_kwargs(ctx, auth=None) -> dict:
-    """Security defaults and page assets for ``demo.launch`` (ARCHITECTURE section 7)."""
+    """Security defaults, page assets and the ``/health`` probe for ``demo.launch`` (ARCHITECTURE section 7)."""
+    from vla_demo.ui.health import health_route
+
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
     return dict(
         auth=auth, share=False, max_file_size="20mb", blocked_paths=[str(Path(ctx.data_root).resolve())],
         enable_monitoring=False, run_history=False, show_error=True, css=CSS,
         head=f"<script>{TELEOP_JS.read_text(encoding='utf-8')}</script>", footer_links=["gradio", "settings"],
+        app_kwargs={"routes": [health_route(ctx.data_root)]},  # GET /health, outside auth (see ui/health.py)
     )

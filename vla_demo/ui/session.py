@@ -177,6 +177,13 @@ class Session:
 
         if family not in (None, "", "any") and family not in FAMILIES:
             return self._say(f"unknown task family {family!r}")
+        if instruction:  # checked before anything changes: a refused text leaves the old scene running
+            from vla_demo.sim.env import clean_instruction
+
+            try:
+                instruction = clean_instruction(instruction)
+            except ValueError as e:
+                return self._say(f"scene not reset: instruction not used: {e}")
         options: dict[str, Any] = {}
         if family not in (None, "", "any"):
             options["family"] = family
@@ -280,10 +287,10 @@ class Session:
     def set_sensitivity(self, s: float) -> None:
         self.teleop.sensitivity = float(np.clip(s or 0.5, 0.05, 1.0))
 
-    def set_overlays(self, attention: bool, layer: str, arrow: bool, path: bool, gripper: bool) -> None:
+    def set_overlays(self, attention: bool, layer: str, arrow: bool, path: bool, gripper: bool, goal: bool = True) -> None:
         with self.lock:
             o = self.overlays
-            o.attention, o.arrow, o.path, o.gripper = bool(attention), bool(arrow), bool(path), bool(gripper)
+            o.attention, o.arrow, o.path, o.gripper, o.goal = bool(attention), bool(arrow), bool(path), bool(gripper), bool(goal)
             o.attention_layer = None if layer in (None, "", "rollout") else int(str(layer).split()[-1]) - 1
             self._refresh_prediction()
 
@@ -419,6 +426,9 @@ class Session:
                 out = viz.path(out, pts)
             if o.arrow:
                 out = viz.arrow(out, pts[0], pts[1])
+        if pred is not None and o.goal and pred.goal is not None:
+            target, dest = project_points(pred.goal, cam, (size, size))
+            out = viz.goal_marks(out, target, dest)
         if o.gripper and len(self.history):
             out = viz.gripper_badge(out, float(self.history[-1][6]))
         if self.estopped:
