@@ -18,7 +18,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description="vla-demo: watch, steer and retrain a VLA policy in the browser")
     p.add_argument("--host", default="127.0.0.1", help="interface to bind (0.0.0.0 needs VLA_DEMO_AUTH or --insecure)")
     p.add_argument("--port", type=int, default=7860)
-    p.add_argument("--policy", default=None, help="checkpoint folder or 'expert' (default: the bundled policy)")
+    p.add_argument("--policy", default=None, help="checkpoint folder, policy-server URL (http://host:8000, token in "
+                   "$VLA_DEMO_SERVE_TOKEN) or 'expert' (default: the bundled policy)")
     p.add_argument("--data-root", default=None, help="datasets, policy versions and runs (default: $VLA_DEMO_DATA or ./data)")
     p.add_argument("--camera-size", type=int, default=128, help="sim camera side in pixels (16..512)")
     p.add_argument("--insecure", action="store_true", help="allow a non-loopback host without auth (not recommended)")

@@ -71,3 +71,9 @@ GRIPPER_CLOSED = 0.0
 # Longest instruction the env accepts (gymnasium ``Text`` space max_length); longer text is
 # truncated with a warning.
 MAX_INSTRUCTION_CHARS = 256
+
+# Policy server (``python -m vla_demo serve``, ``RemotePolicy``): the environment variable holding
+# the bearer token, and the one action normalisation a server offers (the name OpenVLA clients
+# may pass as ``unnorm_key``; the checkpoint's own statistics).
+SERVE_TOKEN_ENV = "VLA_DEMO_SERVE_TOKEN"
+SERVE_UNNORM_KEY = "vla_demo"

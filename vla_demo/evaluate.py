@@ -218,13 +218,17 @@ def worker_env(**overrides: Any):
 
 
 def load_policy(spec: str, env):
-    """Build the policy named by ``--policy``: ``expert`` or a checkpoint folder."""
+    """Build the policy named by ``--policy``: ``expert``, a policy-server URL or a checkpoint folder."""
     if spec == "expert":
         from vla_demo.sim.expert import ScriptedExpert
 
         return ScriptedExpert(env)
     if spec.startswith(("http://", "https://")):
-        raise ValueError(f"cannot use {spec!r}: policy-server URLs are not supported by this build yet")
+        from vla_demo.remote_policy import RemotePolicy
+
+        policy = RemotePolicy(spec)
+        policy.health()  # fail now, with the reason, if the server is unreachable
+        return policy
     if os.path.isdir(spec):
         import multiprocessing as mp
 
@@ -235,7 +239,7 @@ def load_policy(spec: str, env):
         if mp.parent_process() is not None:  # one thread per worker: the workers share the cores
             torch.set_num_threads(1)
         return LanguageConditionedPolicy.from_pretrained(spec)
-    raise ValueError(f"unknown policy {spec!r}: give a checkpoint folder or 'expert'")
+    raise ValueError(f"unknown policy {spec!r}: give a checkpoint folder, a policy-server URL or 'expert'")
 
 
 def other_instruction(family: str, split: str, seed: int) -> str:

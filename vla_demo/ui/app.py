@@ -9,8 +9,8 @@ from vla_demo.ui.context import AppContext
 
 def make_context(policy: str, data_root: str | Path | None = None, camera_size: int = 128,
                  display_size: int = 384, jobs: bool = True) -> AppContext:
-    """Registry of policy versions (``policy`` is the shipped default: a folder or ``expert``), the
-    background job manager, and an empty session table."""
+    """Registry of policy versions (``policy`` is the shipped default: a folder, a policy-server URL
+    or ``expert``), the background job manager, and an empty session table."""
     from vla_demo.recipes import data_root as default_root
     from vla_demo.ui.jobs import JobManager
     from vla_demo.ui.registry import PolicyRegistry

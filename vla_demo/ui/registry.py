@@ -9,6 +9,10 @@ rollback) live in ``<data_root>/policies/active.json``, written atomically.
 Sessions get their own stateful policy object from :meth:`PolicyRegistry.make_policy`; learned
 versions load once and share their weights read-only across sessions (the model is only used for
 inference), so a hot-swap only changes which version *new* episodes start with.
+
+The shipped default may also be a policy server (``--policy http://host:port``): it is listed as
+``"default"`` with the URL as its path, sessions get a :class:`~vla_demo.remote_policy.RemotePolicy`
+each, and jobs that need a checkpoint folder (fine-tune, evaluation, A/B replay) refuse it.
 """
 
 from __future__ import annotations
@@ -43,19 +47,26 @@ class PolicyRegistry:
 
     Args:
         data_root: the app's data root; versions live in ``data_root/policies``.
-        default: the shipped policy: a checkpoint folder (listed as ``"default"``) or ``"expert"``.
-            The scripted expert is always listed too, as a read-only reference.
+        default: the shipped policy: a checkpoint folder or a policy-server URL (listed as
+            ``"default"``), or ``"expert"``. The scripted expert is always listed too, as a
+            read-only reference. A server is contacted once here, so an unreachable one (or a
+            refused token) fails at start with the reason.
     """
 
     def __init__(self, data_root: Path, default: str):
+        from vla_demo.remote_policy import is_policy_url
+
         self.root = Path(data_root) / "policies"
         default = str(default)
-        if default != EXPERT and not Path(default).is_dir():
-            raise ValueError(f"default policy {default!r} is neither a checkpoint folder nor 'expert'")
-        self.default_path = None if default == EXPERT else Path(default)
+        self.default_url = default if is_policy_url(default) else None
+        if default != EXPERT and self.default_url is None and not Path(default).is_dir():
+            raise ValueError(f"default policy {default!r} is neither a checkpoint folder, a policy-server URL nor 'expert'")
+        self.default_path = None if default == EXPERT or self.default_url else Path(default)
         self._lock = threading.RLock()
         self._loaded: dict[str, Any] = {}  # version name -> loaded LanguageConditionedPolicy (template)
         self.warning = ""  # set when the saved active version could not be restored
+        if self.default_url:
+            self._connect()  # an unreachable server or a refused token fails here, at start
         self._active, self._history = self._restore()
 
     # ------------------------------------------------------------------ queries
@@ -68,7 +79,7 @@ class PolicyRegistry:
     @property
     def base_name(self) -> str:
         """Name of the shipped default (``"default"`` or ``"expert"``)."""
-        return EXPERT if self.default_path is None else DEFAULT
+        return EXPERT if self.default_path is None and self.default_url is None else DEFAULT
 
     def versions(self) -> list[dict]:
         """``[{"name", "path", "parent", "created", "metrics", "source", "active"}]``, newest last.
@@ -78,7 +89,7 @@ class PolicyRegistry:
         """
         active = self.active
         rows = [self._builtin_row(EXPERT)]
-        if self.default_path is not None:
+        if self.base_name == DEFAULT:
             rows.append(self._builtin_row(DEFAULT))
         rows += sorted(self._learned_rows(), key=lambda r: int(r["name"][1:]))
         for r in rows:
@@ -93,6 +104,9 @@ class PolicyRegistry:
         """Checkpoint folder of a version (None for the expert); ValueError for unknown names."""
         if name == EXPERT:
             return None
+        if name == DEFAULT and self.default_url is not None:
+            raise ValueError(f"version {DEFAULT!r} is the policy server at {self.default_url}: fine-tuning, evaluation "
+                             "and A/B replays need a checkpoint folder")
         if name == DEFAULT and self.default_path is not None:
             return self.default_path
         if isinstance(name, str) and _NAME.match(name) and (self.root / name / VERSION_FILE).is_file():
@@ -120,10 +134,15 @@ class PolicyRegistry:
 
             return name, ScriptedExpert(env)
         template = self._load(name)
+        if name == DEFAULT and self.default_url is not None:
+            return name, template.fork()
         return name, type(template)(template.model, template.tokenizer, _copy_config(template.config))
 
     def _load(self, name: str):
-        """The cached loaded policy of a learned version (ValueError if corrupt or mismatched)."""
+        """The cached loaded policy of a learned version (ValueError if corrupt or mismatched;
+        RemotePolicyError, a ConnectionError, if the default's server cannot be used)."""
+        if name == DEFAULT and self.default_url is not None:
+            return self._connect()
         path = self.path_of(name)
         with self._lock:
             if name not in self._loaded:
@@ -134,6 +153,17 @@ class PolicyRegistry:
                 except ValueError as e:
                     raise ValueError(f"policy version {name!r} cannot be loaded: {e}") from None
             return self._loaded[name]
+
+    def _connect(self):
+        """The default's server, contacted once (its /health) and then shared by every session."""
+        with self._lock:
+            if DEFAULT not in self._loaded:
+                from vla_demo.remote_policy import RemotePolicy
+
+                remote = RemotePolicy(self.default_url)
+                remote.health()
+                self._loaded[DEFAULT] = remote
+            return self._loaded[DEFAULT]
 
     # ------------------------------------------------------------------ changes
     def activate(self, name: str) -> None:
@@ -195,8 +225,9 @@ class PolicyRegistry:
 
     # ------------------------------------------------------------------ internals
     def _builtin_row(self, name: str) -> dict:
-        path = None if name == EXPERT else str(self.default_path)
-        note = "scripted expert (privileged state)" if name == EXPERT else "shipped default policy"
+        path = None if name == EXPERT else self.default_url or str(self.default_path)
+        note = ("scripted expert (privileged state)" if name == EXPERT else
+                "policy server" if self.default_url else "shipped default policy")
         return {"name": name, "path": path, "parent": None, "created": None, "metrics": {}, "source": note}
 
     def _learned_rows(self) -> list[dict]:
@@ -221,6 +252,8 @@ class PolicyRegistry:
         return max(used, default=0) + 1
 
     def _known(self, name: str) -> bool:
+        if name in (EXPERT, self.base_name):
+            return True
         try:
             self.path_of(name)
             return True
