@@ -153,6 +153,9 @@ class LanguageConditionedPolicy:
         model.tokenizer = tokenizer
         self.config = config or PolicyConfig()
         self.last_prediction: Prediction | None = None
+        # Closed-loop predictions also compute attention (a display showing it then needs no
+        # second forward pass); off for evaluation and training.
+        self.attention_in_loop = False
         self.reset()
 
     @classmethod
@@ -225,12 +228,12 @@ class LanguageConditionedPolicy:
         if self.config.temporal_ensemble:
             return self._ensembled(image, text, state)
         if not self._queue:
-            chunk = self.predict(image, text, state).chunk
+            chunk = self.predict(image, text, state, return_attention=self.attention_in_loop).chunk
             self._queue.extend(chunk[: self.config.n_action_steps])
         return self._queue.popleft()
 
     def _ensembled(self, image, text, state) -> np.ndarray:
-        chunk = self.predict(image, text, state).chunk
+        chunk = self.predict(image, text, state, return_attention=self.attention_in_loop).chunk
         H = len(chunk)
         self._history.append((self._t, chunk))
         while self._history and self._history[0][0] <= self._t - H:

@@ -144,3 +144,23 @@ def test_sessions_are_independent_and_freed(make_ctx):
     assert a._t == 1 and b._t == 0 and a.env is not b.env
     assert ctx.close_session("a") and "a" not in ctx.sessions and a.closed
     assert not ctx.close_session("a")
+
+
+def test_overlays_reuse_the_policys_own_predictions(make_ctx, tiny_policy_dir):
+    """With attention shown, the loop still runs one forward pass per executed chunk, not per step."""
+    s = make_ctx(tiny_policy_dir).session("a")
+    s.reset(seed=8, family="pick")
+    model = s.policy.model
+    calls = []
+    model.register_forward_hook(lambda *_: calls.append(1))
+    n = s.policy.config.n_action_steps
+    for _ in range(2 * n):
+        s.step()
+        s.advance()
+    assert len(calls) == 2  # one chunk prediction every n steps, attention computed along
+    assert s._prediction is s.policy.last_prediction and s._prediction.attention is not None
+    s.set_mode("teleop")  # the policy is not consulted: the overlay still refreshes once a chunk
+    for _ in range(n):
+        s.step()
+        s.advance()
+    assert len(calls) == 3 and s._t == 3 * n

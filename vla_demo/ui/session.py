@@ -87,6 +87,11 @@ class TimedPolicy:
     def __getattr__(self, name: str):
         return getattr(self._policy, name)
 
+    @property
+    def inner(self):
+        """The wrapped policy (attribute writes go to it, not to this wrapper)."""
+        return self._policy
+
     def reset(self) -> None:
         self._policy.reset()
 
@@ -164,7 +169,7 @@ class Session:
         self._step_requested = False
         self._gen = None
         self._frames: list[np.ndarray] = []
-        self._prediction = None
+        self._prediction, self._prediction_age = None, 0
         self._last_success: bool | None = None
         self._t = 0
         self.reset()
@@ -200,6 +205,7 @@ class Session:
                 obs = {**obs, TASK: self.env.instruction}
             self.version, policy = self.ctx.registry.make_policy(self.env)
             self.policy = TimedPolicy(policy, self.rates)
+            self._sync_policy_attention()
             self._gen = rollout(self.env, self.policy, observation=obs, control=self.control,
                                 render_substeps=self.render_substeps)
             self._obs, self._frames, self._t = obs, [obs[OBS_IMAGE_FRONT]], 0
@@ -292,6 +298,7 @@ class Session:
             o = self.overlays
             o.attention, o.arrow, o.path, o.gripper, o.goal = bool(attention), bool(arrow), bool(path), bool(gripper), bool(goal)
             o.attention_layer = None if layer in (None, "", "rollout") else int(str(layer).split()[-1]) - 1
+            self._sync_policy_attention()
             self._refresh_prediction()
 
     def _say(self, text: str) -> str:
@@ -393,11 +400,31 @@ class Session:
             self._gen, self.running = None, False
             verdict = {True: "success", False: "failed", None: "unlabelled (instruction not in the grammar)"}[self._last_success]
             self._say(f"episode over after {self._t} steps: {verdict}" + (" (time limit)" if rec.truncated else ""))
-        self._refresh_prediction()
+        self._follow_prediction()
+
+    def _sync_policy_attention(self) -> None:
+        inner = getattr(getattr(self, "policy", None), "inner", None)
+        if hasattr(inner, "attention_in_loop"):
+            inner.attention_in_loop = self.overlays.attention
+
+    def _follow_prediction(self) -> None:
+        """After a step, overlay the policy's own newest prediction (made with attention when the
+        overlay is on), so the display costs no extra forward pass; the drawn path drops the part
+        of the chunk already executed. A fresh prediction is made only when the policy was not
+        consulted for a whole chunk (the operator driving)."""
+        latest = getattr(getattr(self, "policy", None), "last_prediction", None)
+        if latest is not None and latest is not self._prediction:
+            self._prediction, self._prediction_age = latest, 0
+            return
+        self._prediction_age += 1
+        n_steps = getattr(getattr(self.policy, "config", None), "n_action_steps", 1)
+        if self._prediction is None or self._prediction_age >= n_steps:
+            self._refresh_prediction()
 
     def _refresh_prediction(self) -> None:
         """A fresh prediction (with attention when shown) on the current observation, for overlays."""
         predict = getattr(self.policy, "predict", None) if hasattr(self, "policy") else None
+        self._prediction_age = 0
         if predict is None:
             self._prediction = None
             return
@@ -421,7 +448,8 @@ class Session:
         ee = np.asarray(self._obs[OBS_STATE][:3], np.float64)
         cam = self.env.front_camera()
         if pred is not None and (o.path or o.arrow):
-            pts = project_points(viz.chunk_points(ee, pred.chunk), cam, (size, size))
+            ahead = pred.chunk[min(self._prediction_age, len(pred.chunk) - 1):]  # not yet executed
+            pts = project_points(viz.chunk_points(ee, ahead), cam, (size, size))
             if o.path:
                 out = viz.path(out, pts)
             if o.arrow:
