@@ -56,11 +56,13 @@ def test_remote_policy_drives_rollout_like_the_local_policy(env, url, local):
 
 
 def test_predict_and_act_match_the_local_policy(url, local):
+    from PIL import Image
+
     from vla_demo.remote_policy import RemotePolicy
 
     image = np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)
     state = np.linspace(-0.1, 0.3, 7).astype(np.float32)
-    with_pil = __import__("PIL.Image", fromlist=["Image"]).fromarray(image)
+    with_pil = Image.fromarray(image)
     remote = RemotePolicy(url, token=TOKEN)
     try:
         pred = remote.predict(with_pil, "push the blue ball left", state, return_attention=True)
@@ -155,3 +157,22 @@ def test_registry_with_an_unreachable_url_fails_at_start(tmp_path):
 
     with pytest.raises(RemotePolicyError, match="cannot reach"):
         PolicyRegistry(tmp_path, f"http://127.0.0.1:{free_port()}")
+
+
+def test_app_session_runs_on_a_url_default(tmp_path, url, token_env):
+    from vla_demo.ui.app import make_context
+
+    ctx = make_context(url, tmp_path / "data", camera_size=64, display_size=128, jobs=False)
+    try:
+        s = ctx.session("tab")
+        s.reset(seed=1, family="pick")
+        state0 = s._obs[OBS_STATE].copy()
+        s.step()
+        frames = list(s.stream(max_frames=3))
+        assert s._t == 1 and not np.array_equal(s._obs[OBS_STATE], state0)
+        assert s.version == "default" and "default" in frames[-1].status
+        assert s._prediction is not None and s._prediction.chunk.shape[1] == 7  # the path overlay has its chunk
+        image, note = s.webcam(np.zeros((48, 48, 3), np.uint8), "pick up the red cube")
+        assert image is not None and note.startswith("action [")
+    finally:
+        ctx.close()

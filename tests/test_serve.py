@@ -293,6 +293,29 @@ def test_server_still_answers_after_the_bad_inputs(http, local):
                                local.act(image, TEXT), rtol=1e-5, atol=1e-6)
 
 
+class NaNPolicy:
+    """The tiny policy's shapes, but every prediction is NaN (a diverged checkpoint)."""
+
+    def __init__(self, real):
+        self.model, self.config, self.tokenizer = real.model, real.config, real.tokenizer
+
+    def predict(self, image, instruction, state=None, return_attention=False):
+        from vla_demo.policy import Prediction
+
+        chunk = np.full((self.model.config.chunk_size, 7), np.nan, np.float32)
+        return Prediction(chunk[0], chunk, None)
+
+
+def test_a_failing_policy_gives_a_500_json_error_without_a_traceback(local):
+    import httpx
+
+    with running_server(NaNPolicy(local)) as base, httpx.Client(base_url=base, timeout=60) as client:
+        r = post(client, "/act", {"image": rng_image(50), "instruction": TEXT}, headers={})
+        assert r.status_code == 500
+        assert "RuntimeError" in r.json()["error"] and "traceback" not in r.text.lower()
+        assert client.get("/health").status_code == 200  # and it keeps serving
+
+
 # ----------------------------------------------------------------------------- starting up
 
 
@@ -304,7 +327,8 @@ def test_config_refuses_a_public_host_without_a_token():
     assert ServeConfig(host="0.0.0.0", token="t0k").token == "t0k"
     assert ServeConfig(host="0.0.0.0", insecure=True).insecure
     assert ServeConfig(host="::1").token is None and ServeConfig(host="localhost").token is None
-    for bad in ({"port": 70000}, {"max_request_mb": 0}, {"max_batch": 0}, {"token": "has space"}, {"token": ""}):
+    for bad in ({"port": 70000}, {"max_request_mb": 0}, {"max_batch": 0}, {"token": "has space"}, {"token": ""},
+                {"threads": 0}):
         with pytest.raises(ValueError):
             ServeConfig(**bad)
 
@@ -326,3 +350,13 @@ def test_cli_refuses_what_it_cannot_serve(spec, words, capsys):
 
     assert main(["--policy", spec, "--port", str(free_port())]) == 2
     assert words in capsys.readouterr().err
+
+
+def test_bench_rows_compare_the_round_trip_with_the_local_call():
+    from vla_demo import bench
+
+    rows = {r["name"]: r for r in bench.bench_serve(repeats=2)}
+    assert set(rows) == {"serve.local_act_ms", "serve.act_roundtrip_ms"}
+    trip, local = rows["serve.act_roundtrip_ms"], rows["serve.local_act_ms"]
+    assert local["reference"] is None and trip["reference"] == "serve.local_act_ms" and trip["unit"] == "ms"
+    assert trip["value"] > 0 and trip["ratio"] == pytest.approx(trip["value"] / local["value"], rel=1e-2)

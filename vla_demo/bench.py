@@ -239,8 +239,57 @@ def bench_app(repeats: int = 60, sessions: int = 4) -> list[Row]:
     return [r for r in make_rows(values, "sim.render_front_hz") if r["name"].startswith("app.")]
 
 
+def bench_serve(repeats: int = 60) -> list[Row]:
+    """``POST /act`` round trip to a policy server on loopback (json-numpy 128 px image, HTTP,
+    parsing, forward pass) against the same policy's local ``act`` in the same run. The local call
+    is timed in a worker thread, where the server runs its forward passes too (on a loaded 2-core
+    machine torch's main thread was 3x slower than a worker thread for the same call)."""
+    import threading
+
+    import httpx
+    import torch
+    import uvicorn
+
+    from vla_demo import jsonnumpy
+    from vla_demo.policy import LanguageConditionedPolicy
+    from vla_demo.serve import ServeConfig, create_app
+
+    torch.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)
+    state = rng.normal(size=7).astype(np.float32) * 0.1
+    text = "pick up the red cube"
+    policy = LanguageConditionedPolicy.build("default")
+    local: list[float] = []
+    timer = threading.Thread(target=lambda: local.append(latency_ms(lambda: policy.act(image, text, state), repeats)[0]))
+    timer.start()
+    timer.join()
+    values = {"serve.local_act_ms": (local[0], "ms")}
+    server = uvicorn.Server(uvicorn.Config(create_app(policy, ServeConfig(port=0)), host="127.0.0.1", port=0,
+                                           log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not server.started and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not server.started:
+            raise RuntimeError("the policy server did not start")
+        port = server.servers[0].sockets[0].getsockname()[1]
+        body = jsonnumpy.dumps({"image": image, "instruction": text, "state": state}).encode()
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            def roundtrip():
+                client.post("/act", content=body).raise_for_status()
+
+            values["serve.act_roundtrip_ms"] = (latency_ms(roundtrip, repeats)[0], "ms")
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+    return make_rows(values, "serve.local_act_ms")
+
+
 GROUPS: dict[str, Callable[..., list[Row]]] = {"sim.": bench_sim, "policy.": bench_policy, "dataset.": bench_dataset,
-                                               "train.": bench_train, "app.": bench_app}
+                                               "train.": bench_train, "app.": bench_app, "serve.": bench_serve}
 
 
 def run(only: str | None = None, repeats: int | None = None) -> list[Row]:

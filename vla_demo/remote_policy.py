@@ -122,9 +122,17 @@ class RemotePolicy:
 
     @property
     def n_action_steps(self) -> int:
+        """Actions executed per predicted chunk (the served checkpoint's, unless given)."""
         if self._n_action_steps is None:
             self._n_action_steps = int(self.health().get("n_action_steps", 1))
         return self._n_action_steps
+
+    @property
+    def config(self):
+        """Inference settings as a ``PolicyConfig``, what callers of a local policy read."""
+        from vla_demo.policy import PolicyConfig
+
+        return PolicyConfig(n_action_steps=self.n_action_steps)
 
     def close(self) -> None:
         if self._client is not None:

@@ -32,8 +32,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import hmac
 import ipaddress
+import json
+import logging
 import os
 import sys
 import threading
@@ -44,8 +47,9 @@ from typing import Any
 import numpy as np
 
 from vla_demo import serve_protocol as proto
-from vla_demo.constants import ACTION_DIM, SERVE_TOKEN_ENV, SERVE_UNNORM_KEY
+from vla_demo.constants import ACTION_DIM, MAX_INSTRUCTION_CHARS, SERVE_TOKEN_ENV, SERVE_UNNORM_KEY
 
+log = logging.getLogger(__name__)
 LOOPBACK_NAMES = ("localhost",)
 
 
@@ -70,6 +74,7 @@ class ServeConfig:
         max_request_mb: largest request body accepted, checked before parsing.
         max_batch: most items in one ``/act_chunk`` request.
         name: the policy's name in ``/health``.
+        threads: torch threads for the forward passes (None: torch's default).
     """
 
     host: str = "127.0.0.1"
@@ -79,6 +84,7 @@ class ServeConfig:
     max_request_mb: float = 8.0
     max_batch: int = 16
     name: str = "policy"
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -87,6 +93,8 @@ class ServeConfig:
             raise ValueError(f"max_request_mb must be in (0, 1024], got {self.max_request_mb}")
         if self.max_batch < 1:
             raise ValueError(f"max_batch must be >= 1, got {self.max_batch}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1, got {self.threads}")
         if self.token is not None and (not self.token or not self.token.isascii() or not self.token.isprintable()
                                        or any(c.isspace() for c in self.token)):
             raise ValueError("the token must be non-empty printable ASCII without spaces")
@@ -119,8 +127,9 @@ def load_served_policy(spec: str):
 class PolicyRunner:
     """Forward passes of one shared policy, one at a time."""
 
-    def __init__(self, policy):
+    def __init__(self, policy, threads: int | None = None):
         self.policy = policy
+        self.threads = threads
         self.lock = threading.Lock()
 
     @property
@@ -135,11 +144,20 @@ class PolicyRunner:
 
     def act(self, req: proto.ActRequest) -> np.ndarray:
         with self.lock, _refusing_bad_input():
+            self._set_threads()
             return _finite(self.policy.predict(req.image, req.instruction, req.state).action)
 
     def chunks(self, req: proto.ChunkRequest) -> np.ndarray:
         with self.lock, _refusing_bad_input():
+            self._set_threads()
             return _finite(predict_chunks(self.policy, req.images, req.instructions, req.states))
+
+    def _set_threads(self) -> None:
+        """Apply ``--threads`` in the worker thread that runs the forward pass."""
+        if self.threads:
+            import torch
+
+            torch.set_num_threads(self.threads)
 
 
 @contextlib.contextmanager
@@ -205,8 +223,6 @@ async def read_body(request, limit: int) -> bytes:
 
 
 def _json_response(body: bytes | dict, status: int = 200, headers: dict[str, str] | None = None):
-    import json
-
     from starlette.responses import Response
 
     content = body if isinstance(body, bytes) else json.dumps(body).encode("utf-8")
@@ -214,8 +230,6 @@ def _json_response(body: bytes | dict, status: int = 200, headers: dict[str, str
 
 
 def _warning(truncated: bool) -> dict[str, str] | None:
-    from vla_demo.constants import MAX_INSTRUCTION_CHARS
-
     return {proto.WARNING_HEADER: f"instruction truncated to {MAX_INSTRUCTION_CHARS} characters"} if truncated else None
 
 
@@ -225,52 +239,77 @@ def create_app(policy, config: ServeConfig | None = None):
     from starlette.concurrency import run_in_threadpool
 
     config = config or ServeConfig()
-    runner = PolicyRunner(policy)
+    runner = PolicyRunner(policy, config.threads)
     app = FastAPI(title="vla-demo policy server", docs_url=None, redoc_url=None, openapi_url=None)
     _add_error_handlers(app)
 
-    async def payload_of(request) -> tuple[dict[str, Any], bool]:
-        check_token(request.headers.get("authorization"), config.token)
-        return proto.parse_body(await read_body(request, config.max_request_bytes))
+    async def authorised_body(request) -> bytes:
+        check_token(request.headers.get("authorization"), config.token)  # before reading anything
+        return await read_body(request, config.max_request_bytes)
+
+    def answer_act(raw: bytes) -> tuple[bytes, bool]:
+        payload, encoded = proto.parse_body(raw)
+        req = proto.parse_act(payload, runner.state_dim, encoded)
+        return proto.encode_actions(runner.act(req), req.as_list, req.encoded), req.truncated
+
+    def answer_chunk(raw: bytes) -> tuple[bytes, bool]:
+        payload, encoded = proto.parse_body(raw)
+        req = proto.parse_chunk(payload, runner.state_dim, config.max_batch)
+        return proto.encode_actions(runner.chunks(req), req.as_list, encoded), req.truncated
 
     async def health(request):
         return _json_response({"status": "ok", "policy": config.name, **runner.info(), "auth": config.token is not None,
                                "max_request_mb": config.max_request_mb, "max_batch": config.max_batch})
 
-    async def act(request):
-        payload, encoded = await payload_of(request)
-        req = proto.parse_act(payload, runner.state_dim, encoded)
-        action = await run_in_threadpool(runner.act, req)
-        return _json_response(proto.encode_actions(action, req.as_list, req.encoded), headers=_warning(req.truncated))
+    async def act(request):  # parsing and the forward pass run in a worker thread, off the event loop
+        body, truncated = await run_in_threadpool(answer_act, await authorised_body(request))
+        return _json_response(body, headers=_warning(truncated))
 
     async def act_chunk(request):
-        payload, encoded = await payload_of(request)
-        req = proto.parse_chunk(payload, runner.state_dim, config.max_batch)
-        chunks = await run_in_threadpool(runner.chunks, req)
-        return _json_response(proto.encode_actions(chunks, req.as_list, encoded), headers=_warning(req.truncated))
+        body, truncated = await run_in_threadpool(answer_chunk, await authorised_body(request))
+        return _json_response(body, headers=_warning(truncated))
 
     # Starlette-style routes: the handlers read the raw request themselves (size limit first).
-    app.add_route("/health", health, methods=["GET"])
-    app.add_route("/act", act, methods=["POST"])
-    app.add_route("/act_chunk", act_chunk, methods=["POST"])
+    app.add_route("/health", _guarded(health), methods=["GET"])
+    app.add_route("/act", _guarded(act), methods=["POST"])
+    app.add_route("/act_chunk", _guarded(act_chunk), methods=["POST"])
     return app
 
 
-def _add_error_handlers(app) -> None:
-    """Every failure is ``{"error": message}``: 4xx for refused requests, 500 without a traceback."""
-    from starlette.exceptions import HTTPException
+def _failure(exc: Exception):
+    return _json_response({"error": f"the server failed on this request ({type(exc).__name__}: {str(exc)[:200]}); "
+                                    "see its log"}, 500)
 
-    @app.exception_handler(proto.RequestError)
-    async def refused(request, exc: proto.RequestError):
-        return _json_response({"error": str(exc)}, exc.status, exc.headers)
+
+def _guarded(handler):
+    """Answer a refused request 4xx and a failure 500, both ``{"error": message}``; the traceback
+    only goes to the server's log. (Caught here rather than by an app-wide handler, after which
+    Starlette re-raises and the client's keep-alive connection is dropped.)"""
+
+    @functools.wraps(handler)
+    async def guarded(request):
+        try:
+            return await handler(request)
+        except proto.RequestError as e:
+            return _json_response({"error": str(e)}, e.status, e.headers)
+        except Exception as e:  # noqa: BLE001 (a server answers, whatever happened)
+            log.exception("%s %s failed", request.method, request.url.path)
+            return _failure(e)
+
+    return guarded
+
+
+def _add_error_handlers(app) -> None:
+    """Routing errors (404, 405) as ``{"error": message}`` too, and a last-resort 500."""
+    from starlette.exceptions import HTTPException
 
     @app.exception_handler(HTTPException)
     async def http_error(request, exc: HTTPException):
         return _json_response({"error": str(exc.detail)}, exc.status_code, getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
-    async def failed(request, exc: Exception):  # Starlette still logs the traceback, server-side only
-        return _json_response({"error": f"the server failed on this request ({type(exc).__name__}); see its log"}, 500)
+    async def failed(request, exc: Exception):
+        return _failure(exc)
 
 
 # ----------------------------------------------------------------------------- CLI
@@ -294,18 +333,15 @@ def config_from_args(args: argparse.Namespace) -> ServeConfig:
     token = args.token or os.environ.get(SERVE_TOKEN_ENV) or None
     return ServeConfig(host=args.host, port=args.port, token=token, insecure=args.insecure,
                        max_request_mb=args.max_request_mb, max_batch=args.max_batch,
-                       name=Path(args.policy).resolve().name)
+                       name=Path(args.policy).resolve().name, threads=args.threads)
 
 
 def run(args: argparse.Namespace) -> int:
     """Check the flags, load the policy once and serve until interrupted (ValueError on bad flags)."""
     config = config_from_args(args)
     policy = load_served_policy(args.policy)
-    import torch
     import uvicorn
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     auth = "token required" if config.token else "no token (loopback only)" if is_loopback(config.host) else "NO AUTH"
     print(f"serving {config.name} ({policy!r}) on http://{config.host}:{config.port} [{auth}]", file=sys.stderr)
     uvicorn.run(create_app(policy, config), host=config.host, port=config.port, log_level="info",
