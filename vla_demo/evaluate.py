@@ -336,6 +336,8 @@ def evaluate(
     from vla_demo.sim.tasks import check_split
 
     check_split(split)
+    if seed < 0:
+        raise ValueError(f"seed must be non-negative, got {seed}")  # every episode's seed derives from it
     workers = workers or min(2, os.cpu_count() or 1)
     jobs = []
     modes = ["policy"]

@@ -153,6 +153,8 @@ def read_info(root: Path) -> dict[str, Any]:
         raise ValueError(f"{root} is not a LeRobot dataset: {INFO_PATH} is missing") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"corrupt {path}: {e}") from None
+    if not isinstance(info, dict):
+        raise ValueError(f"corrupt {path}: expected a JSON object, got {type(info).__name__}")
     version = str(info.get("codebase_version", ""))
     if not version.startswith("v3"):
         raise ValueError(f"{root} is a LeRobot {version or 'unknown-version'} dataset; only v3.x is supported "
@@ -160,7 +162,23 @@ def read_info(root: Path) -> dict[str, Any]:
     for key in ("fps", "features", "total_episodes", "total_frames"):
         if key not in info:
             raise ValueError(f"corrupt {path}: no {key!r}")
+    _check_info_values(info, path)
     return info
+
+
+def _check_info_values(info: dict[str, Any], path: Path) -> None:
+    """Types and ranges of the fields every reader relies on (ValueError naming the field)."""
+    def number(v) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+    if not number(info["fps"]) or not info["fps"] > 0:
+        raise ValueError(f"corrupt {path}: fps must be a positive number, got {info['fps']!r}")
+    for key in ("total_episodes", "total_frames"):
+        if not isinstance(info[key], int) or isinstance(info[key], bool) or info[key] < 0:
+            raise ValueError(f"corrupt {path}: {key} must be a non-negative integer, got {info[key]!r}")
+    feats = info["features"]
+    if not isinstance(feats, dict) or not all(isinstance(v, dict) for v in feats.values()):
+        raise ValueError(f"corrupt {path}: features must map each feature name to an object")
 
 
 class InfoView:

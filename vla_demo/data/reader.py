@@ -84,7 +84,11 @@ class DatasetReader(fmt.InfoView):
     def stats(self) -> dict[str, Any]:
         import json
 
-        return json.loads((self.root / fmt.STATS_PATH).read_text(encoding="utf-8"))
+        path = self.root / fmt.STATS_PATH
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise ValueError(f"corrupt {path}: {e}") from None
 
     # ------------------------------------------------------------------ frames
     def _data_file(self, ep: dict[str, Any]) -> Path:

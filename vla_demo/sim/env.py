@@ -113,6 +113,7 @@ class TabletopEnv(gym.Env):
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+    _closed = True  # until a physics client exists (a failing __init__ leaves nothing to close)
 
     def __init__(self, config: SimConfig | None = None, render_mode: str | None = "rgb_array", **overrides: Any):
         cfg = config or SimConfig()
@@ -124,6 +125,7 @@ class TabletopEnv(gym.Env):
         self.render_mode = render_mode
         self.metadata = {**self.metadata, "render_fps": cfg.control_hz}
         self._client = bullet.connect()
+        self._closed = False  # from here on close() has a client to free (also when __init__ fails below)
         self._front = camera.front_matrices(self._client, cfg.image_size)
         h, w = cfg.image_size
         lo, hi = cfg.action.low_high()
@@ -140,11 +142,12 @@ class TabletopEnv(gym.Env):
         self._robot: rb.Panda | None = None
         self._bodies: list[int] = []
         self._receptacle_bodies: list[int] = []
-        self._closed = False
 
     # ------------------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Sample a scene and task. ``options``: family, instruction, split, n_objects, two_candidates."""
+        if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
+            raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         super().reset(seed=seed)
         opts = self._check_options(options or {})
         rng = self.np_random

@@ -20,10 +20,19 @@ LABELS = ("auto", "success", "failure", "unlabelled")
 EPISODE_COLUMNS = ["episode", "frames", "instruction", "success", "source", "operator"]
 
 
+def _existing(ctx, name: str) -> Path:
+    """The folder of the existing dataset ``name``; ValueError with an operator-facing message (no
+    server paths) for a bad name or a dataset that does not exist yet."""
+    root = dataset_path(ctx.data_root, name)
+    if not (root / "meta" / "info.json").is_file():
+        raise ValueError(f"no dataset named {root.name!r} yet: record an episode and save it first")
+    return root
+
+
 def _writer(ctx, name: str):
     from vla_demo.data.writer import DatasetWriter
 
-    return DatasetWriter.open(dataset_path(ctx.data_root, name))
+    return DatasetWriter.open(_existing(ctx, name))
 
 
 def summary(ctx, name: str) -> tuple[str, pd.DataFrame]:
@@ -55,7 +64,7 @@ def replay_frame(ctx, name: str, episode: float, t: float):
     from vla_demo.data.reader import DatasetReader
 
     try:
-        r = DatasetReader(dataset_path(ctx.data_root, name))
+        r = DatasetReader(_existing(ctx, name))
         frames = r.frames(OBS_IMAGE_FRONT, int(episode))
     except (OSError, ValueError, KeyError, IndexError) as e:
         return None, f"cannot replay: {e}", gr.update()
@@ -112,7 +121,7 @@ def export(ctx, name: str):
     from vla_demo.data.edit import export_zip
 
     try:
-        root = dataset_path(ctx.data_root, name)
+        root = _existing(ctx, name)
         out = Path(tempfile.mkdtemp(prefix="vla-demo-export-")) / f"{root.name}.zip"
         return str(export_zip(root, out)), f"exported `{name}`"
     except (OSError, ValueError) as e:
@@ -164,9 +173,12 @@ def build(ctx, session_of) -> dict:
 
     def do_save(lab, name, op, request: gr.Request):
         session = session_of(request)
-        refused = session.set_recording(session.recording.on, name, op)  # the name and operator as typed now
-        msg = refused if "not allowed" in refused else session.save_episode(lab)
-        return (msg, *summary(ctx, name))
+        try:  # a refused name leaves the recording as it is (on, with its buffer)
+            dataset_path(ctx.data_root, name)
+        except ValueError as e:
+            return (f"episode NOT saved (it is still buffered): {e}", *summary(ctx, name))
+        session.set_recording(session.recording.on, name, op)  # the name and operator as typed now
+        return (session.save_episode(lab), *summary(ctx, name))
 
     def do_discard(request: gr.Request):
         return session_of(request).discard_episode()
