@@ -23,7 +23,7 @@ from vla_demo.constants import FAMILIES
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_POLICY = ASSETS / "policies" / "default"
 DEFAULT_EPISODES_PER_FAMILY = 400
-DEFAULT_STEPS = 6000
+DEFAULT_STEPS = 8000
 # 16 instruction-conditioned keypoints give the fusion sub-token object positions; the sim always
 # has proprioception, so the state is hidden less often than in the generic preset (the webcam
 # path still works without it). The goal head learns from the collector's goal-position labels

@@ -51,16 +51,23 @@ def test_output_shapes_and_decoding(tok, head, separate_gripper, vision):
 def test_keypoints_find_a_hot_cell_and_add_tokens(tok):
     from vla_demo.model.vla import SpatialKeypoints
 
-    kp = SpatialKeypoints(channels=4, k=2, d=8)
+    kp = SpatialKeypoints(channels=4, k=2, d=8, hidden=4)
     with torch.no_grad():
-        kp.score.weight.zero_()
-        kp.score.bias.zero_()
-        kp.score.weight[:, 0] = 1.0  # both keypoints score channel 0
+        kp.hidden.weight.zero_()
+        kp.hidden.bias.zero_()
+        kp.hidden.weight[0, 0] = 1.0  # hidden channel 0 copies input channel 0
+        kp.score.zero_()
+        kp.score[:, 0] = 1.0  # both keypoints score hidden channel 0
         kp.log_temp.fill_(5.0)  # sharp softmax
     fmap = torch.zeros(1, 4, 5, 7)
     fmap[0, 0, 4, 1] = 1.0  # row 4 of 5 (y = +1), column 1 of 7 (x = -2/3)
-    pos = kp.positions(fmap, torch.zeros(1, 8))
+    words, mask = torch.randn(1, 3, 8), torch.tensor([[True, True, False]])
+    pos = kp.positions(fmap, words, mask)
     torch.testing.assert_close(pos, torch.tensor([[[-2 / 3, 1.0], [-2 / 3, 1.0]]]), atol=1e-3, rtol=0)
+    # Each keypoint reads the words through its own query; padding gets no weight.
+    read = kp.read_words(words, mask)
+    assert read.shape == (1, 2, 8)
+    torch.testing.assert_close(read, kp.read_words(torch.cat([words[:, :2], torch.randn(1, 1, 8)], 1), mask))
 
     model = build_model(tiny(tok, keypoints=3)).eval()
     args = inputs(tok)
@@ -244,3 +251,16 @@ def test_goal_head_learns_positions_and_ignores_unlabelled_rows(tok):
         opt.step()
     assert loss.item() < 0.05 * first
     torch.testing.assert_close(model.decode_goal((target[:2] - model.goal_mean) / model.goal_std), target[:2])
+
+
+def test_goal_head_on_keypoints_trains_the_heat_maps(tok):
+    from vla_demo.model.vla import GoalFromKeypoints
+
+    model = build_model(tiny(tok, keypoints=3, goal_head=True)).eval()
+    assert isinstance(model.goal_head, GoalFromKeypoints)
+    images, ids, mask, state = inputs(tok)
+    goal = model(images, ids, mask, state)["goal"]
+    assert goal.shape == (3, 6)
+    model.goal_loss(goal, torch.zeros(3, 6)).backward()
+    assert model.keypoints.score.grad.abs().sum() > 0 and model.keypoints.film.weight.grad.abs().sum() > 0
+    assert model.head[0].weight.grad is None  # the action head is not involved

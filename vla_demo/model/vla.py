@@ -68,8 +68,8 @@ class ModelConfig:
         head_hidden: hidden width of the MLP head.
         state_dropout: probability of hiding the state during training.
     Auxiliary:
-        goal_head: also predict, from the readout, where the instructed object is and where it
-            should go (``goal_positions``: 6 numbers, m). Scripted datasets label every frame, so
+        goal_head: also predict where the instructed object is and where it should go (from
+            keypoints 0 and 1 when there are at least two, else from the readout) (``goal_positions``: 6 numbers, m). Scripted datasets label every frame, so
             the fusion is taught *which* object the words name instead of inferring it from the
             action loss alone; the prediction is an overlay in the app, never an input.
         goal_weight: weight of that auxiliary loss against the action loss.
@@ -238,33 +238,64 @@ class ConvStem(nn.Module):
 class SpatialKeypoints(nn.Module):
     """Instruction-conditioned spatial softmax: a feature map -> K expected (x, y) positions -> K tokens.
 
-    The map is FiLM-modulated by the sentence vector, K 1x1 filters score every cell, a softmax over
-    the cells (learned temperature) turns each score map into a distribution, and its mean position
-    in [-1, 1] becomes a token (a linear embedding of (x, y) plus a per-keypoint embedding).
+    Each keypoint has a learned query that attends over the word tokens, so it reads the words it
+    needs ("red cube" for the object to move, "blue cylinder" for where it goes) rather than one
+    pooled sentence. That reading FiLM-modulates a 1x1-conv hidden layer of the map, a per-keypoint
+    linear filter scores every cell, a softmax over the cells (learned temperature) turns the scores
+    into a distribution, and its mean position in [-1, 1] becomes a token (a linear embedding of
+    (x, y) plus a per-keypoint embedding).
     """
 
-    def __init__(self, channels: int, k: int, d: int):
+    def __init__(self, channels: int, k: int, d: int, hidden: int = 64):
         super().__init__()
-        self.film = nn.Linear(d, 2 * channels)
-        self.score = nn.Conv2d(channels, k, 1)
+        self.queries = nn.Parameter(torch.zeros(1, k, d))
+        self.hidden = nn.Conv2d(channels, hidden, 1)
+        self.film = nn.Linear(d, 2 * hidden)
+        self.score = nn.Parameter(torch.zeros(k, hidden))
+        self.score_bias = nn.Parameter(torch.zeros(k))
         self.log_temp = nn.Parameter(torch.zeros(1))
         self.embed = nn.Linear(2, d)
         self.ids = nn.Parameter(torch.zeros(1, k, d))
         nn.init.zeros_(self.film.weight)
         nn.init.zeros_(self.film.bias)
-        nn.init.normal_(self.ids, std=0.02)
+        for p in (self.queries, self.ids):
+            nn.init.normal_(p, std=0.02)
+        nn.init.normal_(self.score, std=hidden ** -0.5)
 
-    def positions(self, fmap: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w), (B, d) -> (B, K, 2) expected (x, y) in [-1, 1]."""
-        B, C, h, w = fmap.shape
-        gamma, beta = self.film(sentence).view(B, 2 * C, 1, 1).chunk(2, dim=1)  # (B, C, 1, 1) each
-        scores = self.score(fmap * (1 + gamma) + beta).flatten(2) * self.log_temp.exp()  # (B, K, h*w)
-        p = scores.softmax(dim=-1)
+    def read_words(self, words: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) word tokens, (B, T) mask -> (B, K, d): each keypoint's attention-pooled words."""
+        logits = self.queries @ words.transpose(1, 2) / math.sqrt(words.size(-1))  # (B, K, T)
+        keep = text_mask.bool() | ~text_mask.bool().any(dim=1, keepdim=True)  # empty text: uniform over pads
+        return logits.masked_fill(~keep.unsqueeze(1), float("-inf")).softmax(-1) @ words
+
+    def positions(self, fmap: torch.Tensor, words: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w), (B, T, d), (B, T) -> (B, K, 2) expected (x, y) in [-1, 1]."""
+        B, _, h, w = fmap.shape
+        gamma, beta = self.film(self.read_words(words, text_mask)).chunk(2, dim=-1)  # (B, K, hidden) each
+        hid = self.hidden(fmap).flatten(2).unsqueeze(1)  # (B, 1, hidden, h*w)
+        hid = F.gelu(hid * (1 + gamma.unsqueeze(-1)) + beta.unsqueeze(-1))  # (B, K, hidden, h*w)
+        scores = torch.einsum("bkcn,kc->bkn", hid, self.score) + self.score_bias[:, None]  # (B, K, h*w)
+        p = (scores * self.log_temp.exp()).softmax(dim=-1)
         grid = coord_channels(1, h, w, fmap).flatten(2)[0]  # (2, h*w): x, y per cell
         return p @ grid.t()  # (B, K, 2)
 
-    def forward(self, fmap: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
-        return self.embed(self.positions(fmap, sentence)) + self.ids  # (B, K, d)
+    def forward(self, fmap: torch.Tensor, words: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens (B, K, d) and the positions (B, K, 2) they embed."""
+        pos = self.positions(fmap, words, text_mask)
+        return self.embed(pos) + self.ids, pos
+
+
+class GoalFromKeypoints(nn.Module):
+    """The goal head on keypoints 0 and 1: image position -> table position (one shared MLP, the
+    camera's fixed image-to-world map), so the goal loss teaches those two heat maps to find the
+    object to move and where it should go."""
+
+    def __init__(self, hidden: int = 64):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(2, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 3))
+
+    def forward(self, pos: torch.Tensor) -> torch.Tensor:
+        return self.net(pos[:, :2]).flatten(1)  # (B, 2, 2) -> (B, 6) normalised target, destination
 
 
 class PatchEmbed(nn.Module):
@@ -348,7 +379,12 @@ class VLAModel(nn.Module):
         n_cont = A - 1 if cfg.separate_gripper else A
         per_step = n_cont * (cfg.n_bins if cfg.head == "discrete" else 1) + (1 if cfg.separate_gripper else 0)
         self.head = nn.Sequential(nn.Linear(d, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, H * per_step))
-        self.goal_head = nn.Linear(d, len(GOAL_NAMES)) if cfg.goal_head else None
+        if not cfg.goal_head:
+            self.goal_head = None
+        elif cfg.keypoints >= 2:
+            self.goal_head = GoalFromKeypoints()
+        else:
+            self.goal_head = nn.Linear(d, len(GOAL_NAMES))
         # Normalisation (replaced from dataset stats by the trainer; identity-ish defaults).
         self.register_buffer("action_mean", torch.zeros(A))
         self.register_buffer("action_std", torch.ones(A))
@@ -385,13 +421,16 @@ class VLAModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def encode(self, images, ids, text_mask, state, need_weights: bool = False):
-        """Fuse the modalities. Returns (readout (B, d), per-layer attention list or None)."""
+        """Fuse the modalities. Returns (readout (B, d), per-layer attention list or None,
+        keypoint positions (B, K, 2) or None)."""
         B = images.size(0)
         words, sentence = self.language(ids, text_mask)
         words, sentence = self.txt_proj(words), self.txt_proj(sentence)  # (B, T, d), (B, d)
+        text_mask = text_mask.bool()
+        kp_pos = None
         if self.keypoints is not None:
             tokens, fmap = self.vision.features(images)
-            kps = self.keypoints(fmap, sentence)  # (B, K, d)
+            kps, kp_pos = self.keypoints(fmap, words, text_mask)  # (B, K, d), (B, K, 2)
         else:
             tokens, kps = self.vision(images), None
         vis = self.vis_proj(tokens) + self.vis_pos  # (B, N, d)
@@ -416,7 +455,7 @@ class VLAModel(nn.Module):
             x, w = blk(x, keep, need_weights)
             if need_weights:
                 attn.append(w)
-        return self.ln_f(x[:, 0]), attn
+        return self.ln_f(x[:, 0]), attn, kp_pos
 
     def forward(self, images, ids, text_mask, state=None, need_weights: bool = False) -> dict[str, Any]:
         """Predict an action chunk.
@@ -431,10 +470,14 @@ class VLAModel(nn.Module):
             ``{"out": (B, H, per_step) raw head output, "goal": (B, 6) normalised goal positions
             or None, "attention": list | None, "layout": dict}``.
         """
-        h, attn = self.encode(images, ids, text_mask, state, need_weights)
+        h, attn, kp_pos = self.encode(images, ids, text_mask, state, need_weights)
         B, H = h.size(0), self.config.chunk_size
         out = self.head(h).view(B, H, -1)  # (B, H, per_step)
-        goal = self.goal_head(h) if self.goal_head is not None else None  # (B, 6), normalised
+        goal = None  # (B, 6), normalised
+        if isinstance(self.goal_head, GoalFromKeypoints):
+            goal = self.goal_head(kp_pos)
+        elif self.goal_head is not None:
+            goal = self.goal_head(h)
         n_vis = self.grid[0] * self.grid[1]
         t0 = 2 + n_vis + self.config.keypoints
         layout = {"state": 1, "vision": (2, 2 + n_vis), "keypoints": (2 + n_vis, t0), "language": (t0, t0 + ids.size(1))}
