@@ -15,6 +15,7 @@ folded into running totals), except by the rare edits (delete, trim, relabel).
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -250,6 +251,7 @@ class DatasetWriter(fmt.InfoView):
         self.tasks: dict[str, int] = read_tasks(self.root) if (self.root / fmt.TASKS_PATH).exists() else {}
         self._episode_stats = self._load_episode_stats()
         self._stats = st.aggregate(self._episode_stats) if self._episode_stats else {}
+        self._repair_meta()
 
     def _load_episode_stats(self) -> list[dict[str, dict[str, np.ndarray]]]:
         from vla_demo.data.reader import read_episode_rows
@@ -264,12 +266,14 @@ class DatasetWriter(fmt.InfoView):
             if self.closed:
                 raise ValueError(f"the writer of {self.root} is closed")
             e = self.num_episodes
+            committing = False
             try:
                 ep_stats = self._write_episode_files(e, episode, self.num_frames)
+                committing = True
                 self._commit(e, len(episode), ep_stats, episode.tasks)
             except OSError as err:
                 self._remove_episode_files(e)
-                self._recover_memory()
+                self._recover_memory(committing)
                 raise DatasetWriteError(err.errno or errno.EIO, f"could not save episode {e} to {self.root}: "
                                         f"{err.strerror or err}; earlier episodes are intact") from err
             return e
@@ -388,8 +392,42 @@ class DatasetWriter(fmt.InfoView):
             except OSError:
                 pass  # cleaned as an orphan on the next open
 
-    def _recover_memory(self) -> None:
+    def _recover_memory(self, committing: bool = False) -> None:
+        """Forget a failed save. When its commit had begun (a full disk at stats.json or info.json),
+        tasks.parquet and stats.json may be ahead of info.json: put them back to the committed state
+        (best effort: the episode's files are gone, so there is room again; a reopen repairs the rest,
+        see :meth:`_repair_meta`)."""
+        new_tasks = self._pending_tasks != self.tasks
         self._pending_tasks = dict(self.tasks)
+        if not committing:
+            return
+        with contextlib.suppress(OSError):
+            if new_tasks and self.tasks:
+                write_tasks(self.root, self.tasks)
+            elif new_tasks:
+                (self.root / fmt.TASKS_PATH).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            if self._stats:
+                fmt.write_json(self.root / fmt.STATS_PATH, st.to_json(self._stats))
+            else:
+                (self.root / fmt.STATS_PATH).unlink(missing_ok=True)
+
+    def _repair_meta(self) -> None:
+        """On open: undo what a commit killed between its metadata files and info.json left ahead.
+        Extra tasks are counted into info.json (kept: an interrupted relabel may already use them);
+        stats.json is recomputed from the committed episodes when it covers another number of frames."""
+        import json
+
+        if len(self.tasks) > int(self.info.get("total_tasks", 0)):
+            self.info = {**self.info, "total_tasks": len(self.tasks)}
+            fmt.write_json(self.root / fmt.INFO_PATH, self.info)
+        path = self.root / fmt.STATS_PATH
+        try:
+            count = json.loads(path.read_text(encoding="utf-8"))["frame_index"]["count"][0]
+        except (OSError, ValueError, KeyError, IndexError, TypeError):
+            count = None
+        if self._stats and count != self.num_frames:
+            fmt.write_json(path, st.to_json(self._stats))
 
     def _write_card_safely(self) -> None:
         from vla_demo.data.card import dataset_card
