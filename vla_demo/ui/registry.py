@@ -279,6 +279,12 @@ class PolicyRegistry:
         if not self._known(active):
             self.warning = f"the saved active version {active!r} no longer exists; running {self.base_name}"
             return self.base_name, history
+        if active not in (EXPERT, self.base_name):
+            try:  # a checkpoint damaged on disk since it was activated must not take every session down
+                self._load(active)
+            except ValueError as e:
+                self.warning = f"{e}; running {self.base_name} instead"
+                return self.base_name, history
         return active, history
 
 
