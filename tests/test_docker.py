@@ -90,9 +90,9 @@ def test_dockerfile_has_the_required_pieces():
     kws = [kw for kw, _ in instrs]
     args = build_args(instrs)
     first_from = kws.index("FROM")
-    assert ("ARG", "BASE_IMAGE=python:3.11-slim") in instrs[:first_from], "the base image must be a build ARG before FROM"
+    assert ("ARG", "BASE_IMAGE=python:3.11-slim") in instrs[:first_from], "the base image is a build ARG before FROM"
     assert instrs[first_from][1] in ("${BASE_IMAGE}", "$BASE_IMAGE")
-    assert args.get("TORCH_INDEX_URL", "").startswith("https://pypi.org/"), "torch's index is a build ARG defaulting to PyPI"
+    assert args.get("TORCH_INDEX_URL", "").startswith("https://pypi.org/"), "torch index: a build ARG, PyPI default"
     runs = " ".join(a for kw, a in instrs if kw == "RUN")
     assert re.search(r'--index-url "?\$\{?TORCH_INDEX_URL', runs) and "torch==" in runs
     assert re.search(r"pip install -r requirements\.txt -c constraints\.txt", runs)
@@ -132,7 +132,8 @@ def docker_unavailable() -> str | None:
     if exe is None:
         return "docker CLI not found on PATH"
     try:
-        info = subprocess.run([exe, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True, timeout=60)
+        info = subprocess.run([exe, "info", "--format", "{{.ServerVersion}}"], capture_output=True, text=True,
+                              timeout=60)
     except subprocess.TimeoutExpired:
         return "Docker daemon not reachable: `docker info` timed out after 60 s"
     if info.returncode != 0:
@@ -147,7 +148,8 @@ def docker_unavailable() -> str | None:
 def docker(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:
     done = subprocess.run(["docker", *args], capture_output=True, text=True, timeout=timeout)
     if check and done.returncode != 0:
-        raise AssertionError(f"docker {' '.join(args)} failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+        raise AssertionError(f"docker {' '.join(args)} failed ({done.returncode}):\n"
+                             f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done
 
 
