@@ -12,7 +12,8 @@ ARG BASE_IMAGE=python:3.11-slim
 FROM ${BASE_IMAGE}
 
 # Where torch comes from: PyPI by default (works everywhere; on x86_64 that is the large CUDA
-# build), or e.g. https://download.pytorch.org/whl/cpu for a CPU-only image about 1.5 GB smaller.
+# build with its NVIDIA libraries), or e.g. https://download.pytorch.org/whl/cpu for a CPU-only image
+# that is several GB smaller.
 ARG TORCH_INDEX_URL=https://pypi.org/simple
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
