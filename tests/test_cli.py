@@ -78,3 +78,11 @@ def test_media_round_trip(tmp_path):
     with pytest.raises(ValueError, match="no frames"):
         write_video(tmp_path / "empty.mp4", [], fps=10)
     assert not list(tmp_path.glob(".*"))  # no temp files left behind
+
+
+def test_serve_verb_refuses_bad_setups_with_a_message(tiny_policy_dir, capsys, monkeypatch):
+    monkeypatch.delenv("VLA_DEMO_SERVE_TOKEN", raising=False)
+    assert main(["serve", "--policy", "expert"]) == 2
+    assert "expert" in capsys.readouterr().err
+    assert main(["serve", "--policy", str(tiny_policy_dir), "--host", "0.0.0.0"]) == 2
+    assert "token" in capsys.readouterr().err
