@@ -31,7 +31,8 @@ def test_api_lists_every_endpoint_with_a_name(app):
                 "/dataset_summary", "/replay_frame", "/episode_delete", "/episode_undo", "/episode_trim",
                 "/episode_relabel", "/dataset_export", "/finetune_start", "/finetune_cancel", "/policy_activate",
                 "/policy_rollback", "/finetune_refresh", "/eval_start", "/eval_cancel", "/eval_refresh", "/ab_replay",
-                "/webcam_frame", "/probe_grab", "/probe", "/live_stream"}
+                "/webcam_frame", "/probe_grab", "/probe", "/live_stream", "/set_webcam_recording",
+                "/save_webcam_episode", "/discard_webcam_episode"}
     assert expected <= names
     assert "/keys" not in names  # the held-key event is private
 
@@ -94,6 +95,10 @@ def test_probe_webcam_and_jobs_endpoints(app, tmp_path):
     assert "at least one instruction" in note
     # /webcam_frame is a streaming-input event, which gradio_client cannot drive: the browser test
     # feeds it from Chromium's fake camera instead.
+    assert "not allowed" in client.predict(True, "../escape", api_name="/set_webcam_recording")
+    assert "recording into 'cam-labels'" in client.predict(True, "cam-labels", api_name="/set_webcam_recording")
+    assert "nothing to save" in client.predict("success", api_name="/save_webcam_episode")
+    assert "discarded 0 frames" in client.predict(api_name="/discard_webcam_episode")
     assert "dataset" in client.predict([], 10, "active", 0, api_name="/finetune_start").lower()
     assert client.predict(api_name="/finetune_cancel")
     assert client.predict(api_name="/eval_cancel")

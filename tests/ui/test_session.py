@@ -164,3 +164,29 @@ def test_overlays_reuse_the_policys_own_predictions(make_ctx, tiny_policy_dir):
         s.step()
         s.advance()
     assert len(calls) == 3 and s._t == 3 * n
+
+
+def test_webcam_frames_are_labelled_with_teleop_actions_into_a_webcam_dataset(make_ctx, tiny_policy_dir):
+    from vla_demo.constants import ACTION, OBS_STATE
+    from vla_demo.data import edit
+    from vla_demo.data.reader import DatasetReader
+
+    ctx = make_ctx(tiny_policy_dir)
+    s = ctx.session("a")
+    frame = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
+    s.webcam(frame, "pick up the red cube")
+    assert not s.webcam_recording.frames  # labelling is off by default
+    assert "not allowed" in s.set_webcam_recording(True, "../x") and not s.webcam_recording.on
+    s.set_webcam_recording(True, "cam")
+    s.set_keys(["ArrowUp"])
+    _, info = s.webcam(frame, "pick up the red cube")
+    s.set_keys([" "])  # gripper closed, no motion
+    s.webcam(frame, "pick up the red cube")
+    assert "labelling: 1 frames" in info and len(s.webcam_recording.frames) == 2
+    assert "saved episode 0 (2 frames" in s.save_webcam_episode("success")
+    r = DatasetReader(ctx.data_root / "datasets" / "cam")
+    assert OBS_STATE not in r.features and r.num_episodes == 1 and edit.check(r.root) == []
+    actions = r.episode_columns(0)[ACTION]
+    assert np.abs(actions[0, :3]).max() > 0 and actions[0, 6] == 1.0  # moving, gripper open
+    assert np.allclose(actions[1, :3], 0) and actions[1, 6] == 0.0  # closed, still
+    assert r.episode(0)["tasks"] == ["pick up the red cube"] and not s.webcam_recording.frames

@@ -156,6 +156,35 @@ def _webcam_tab(session_of) -> None:
 
     cam.stream(frame, [cam, instruction], [out, info], stream_every=0.1, concurrency_limit=None, api_name="webcam_frame",
                show_progress="hidden", time_limit=3600)
+    _webcam_labelling(session_of)
+
+
+def _webcam_labelling(session_of) -> None:
+    """Label webcam frames with the held teleop keys (or gamepad) into a separate dataset."""
+    gr.Markdown("**Label frames.** While this is on, every webcam frame is buffered with the teleop action you "
+                "hold (keys or gamepad, as in the Live tab); save the take as one episode of a webcam dataset "
+                "(image and action, no state).")
+    with gr.Row():
+        on = gr.Checkbox(False, label="Label frames")
+        dataset = gr.Textbox("webcam", label="Webcam dataset", max_lines=1)
+        outcome = gr.Radio(["unlabelled", "success", "failure"], value="unlabelled", label="Outcome")
+        save = gr.Button("Save take")
+        discard = gr.Button("Discard take")
+    status = gr.Markdown()
+    fast = dict(show_progress="hidden", concurrency_limit=None)
+
+    def toggle(value, name, request: gr.Request) -> str:
+        return session_of(request).set_webcam_recording(bool(value), name)
+
+    def save_take(label, request: gr.Request) -> str:
+        return session_of(request).save_webcam_episode(label)
+
+    def discard_take(request: gr.Request) -> str:
+        return session_of(request).discard_webcam_episode()
+
+    on.change(toggle, [on, dataset], status, api_name="set_webcam_recording", **fast)
+    save.click(save_take, outcome, status, api_name="save_webcam_episode")
+    discard.click(discard_take, None, status, api_name="discard_webcam_episode", **fast)
 
 
 def build_demo(ctx) -> gr.Blocks:

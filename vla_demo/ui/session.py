@@ -158,6 +158,7 @@ class Session:
         self.teleop = Teleop()
         self.overlays = Overlays()
         self.recording = Recording()
+        self.webcam_recording = Recording(dataset="webcam")  # webcam frames labelled with teleop actions
         self.mode = "policy"
         self.speed = 1.0
         self.render_substeps = 2
@@ -307,6 +308,13 @@ class Session:
 
     # ------------------------------------------------------------------ recording
     def set_recording(self, on: bool, dataset: str | None = None, operator: str | None = None) -> str:
+        return self._configure(self.recording, on, dataset, operator)
+
+    def set_webcam_recording(self, on: bool, dataset: str | None = None, operator: str | None = None) -> str:
+        """Label webcam frames: each one is buffered with the operator's held teleop action."""
+        return self._configure(self.webcam_recording, on, dataset, operator)
+
+    def _configure(self, rec: Recording, on: bool, dataset: str | None, operator: str | None) -> str:
         from vla_demo.ui.context import dataset_path
 
         with self.lock:
@@ -314,13 +322,13 @@ class Session:
                 try:
                     dataset_path(self.ctx.data_root, dataset)
                 except ValueError as e:
-                    self.recording.on = False
+                    rec.on = False
                     return self._say(str(e))
-                self.recording.dataset = dataset.strip()
+                rec.dataset = dataset.strip()
             if operator is not None:
-                self.recording.operator = " ".join(str(operator).split())[:64]
-            self.recording.on = bool(on)
-        return self._say(f"recording into {self.recording.dataset!r}" if on else "recording off")
+                rec.operator = " ".join(str(operator).split())[:64]
+            rec.on = bool(on)
+        return self._say(f"recording into {rec.dataset!r}" if on else "recording off")
 
     def unsaved_frames(self) -> int:
         return len(self.recording.frames)
@@ -332,18 +340,28 @@ class Session:
     def save_episode(self, label: str = "auto") -> str:
         """Hand the buffered episode to the dataset's one writer. ``label``: auto|success|failure|unlabelled."""
         from vla_demo.data.format import sim_features
+
+        success = {"success": True, "failure": False, "unlabelled": None}.get(label, self.auto_success())
+        return self._save(self.recording, sim_features(self.env.config.image_size), success)
+
+    def save_webcam_episode(self, label: str = "unlabelled") -> str:
+        """Save the labelled webcam frames as one episode of the webcam dataset (no state)."""
+        from vla_demo.data.format import webcam_features
+
+        size = self.ctx.camera_size
+        success = {"success": True, "failure": False}.get(label)
+        return self._save(self.webcam_recording, webcam_features((size, size)), success)
+
+    def _save(self, rec: Recording, features: dict, success: bool | None) -> str:
         from vla_demo.data.writer import DatasetWriter, EpisodeRecorder
         from vla_demo.ui.context import dataset_path
 
         with self.lock:
-            frames = list(self.recording.frames)
-            rec = self.recording
+            frames = list(rec.frames)
         if not frames:
             return self._say("nothing to save: record some steps first")
-        success = {"success": True, "failure": False, "unlabelled": None}.get(label, self.auto_success())
         try:
-            writer = DatasetWriter.open(dataset_path(self.ctx.data_root, rec.dataset), sim_features(self.env.config.image_size),
-                                        self.env.config.control_hz)
+            writer = DatasetWriter.open(dataset_path(self.ctx.data_root, rec.dataset), features, self.env.config.control_hz)
             recorder = EpisodeRecorder(writer)
             for f in frames:
                 recorder.add_frame(f)
@@ -351,15 +369,21 @@ class Session:
         except (OSError, ValueError, RuntimeError) as e:
             return self._say(f"episode NOT saved (it is still buffered, try again): {e}")
         with self.lock:
-            head = self.recording.frames[: len(frames)]
+            head = rec.frames[: len(frames)]
             if len(head) == len(frames) and all(a is b for a, b in zip(head, frames)):  # not reset meanwhile
-                self.recording.frames = self.recording.frames[len(frames):]
+                rec.frames = rec.frames[len(frames):]
         return self._say(f"saved episode {index} ({len(frames)} frames, success={success}) to {rec.dataset!r}")
 
     def discard_episode(self) -> str:
+        return self._discard(self.recording)
+
+    def discard_webcam_episode(self) -> str:
+        return self._discard(self.webcam_recording)
+
+    def _discard(self, rec: Recording) -> str:
         with self.lock:
-            n = len(self.recording.frames)
-            self.recording.frames = []
+            n = len(rec.frames)
+            rec.frames = []
         return self._say(f"discarded {n} frames")
 
     # ------------------------------------------------------------------ the loop
@@ -561,7 +585,24 @@ class Session:
         out = viz.arrow(out, (w / 2, h / 2), (w / 2 + dy * scale, h / 2 + dx * scale))
         out = viz.gripper_badge(out, float(pred.action[6]))
         action = ", ".join(f"{v:+.3f}" for v in pred.action)
-        return out, f"action [{action}] | policy {ms:.1f} ms | state: none (webcam)"
+        note = self._label_webcam_frame(frame, instruction)
+        return out, f"action [{action}] | policy {ms:.1f} ms | state: none (webcam){note}"
+
+    def _label_webcam_frame(self, frame: np.ndarray, instruction: str) -> str:
+        """Buffer the frame, resized to the camera size the way the policy squares its input, with
+        the operator's held teleop action as the label."""
+        rec = self.webcam_recording
+        if not rec.on:
+            return ""
+        import cv2
+
+        size = self.ctx.camera_size
+        label = self.teleop.action(self.env.config.action.max_translation)
+        with self.lock:
+            rec.frames.append({OBS_IMAGE_FRONT: cv2.resize(frame, (size, size), interpolation=cv2.INTER_AREA), ACTION: label,
+                               INTERVENTION: True, TASK: (instruction or "").strip()[:256]})
+            n = len(rec.frames)
+        return f" | labelling: {n} frames buffered for {rec.dataset!r}"
 
     def close(self) -> None:
         with self.lock:
