@@ -240,17 +240,17 @@ class SpatialKeypoints(nn.Module):
 
     Each keypoint has a learned query that attends over the word tokens, so it reads the words it
     needs ("red cube" for the object to move, "blue cylinder" for where it goes) rather than one
-    pooled sentence. That reading FiLM-modulates a 1x1-conv hidden layer of the map, a per-keypoint
-    linear filter scores every cell, a softmax over the cells (learned temperature) turns the scores
-    into a distribution, and its mean position in [-1, 1] becomes a token (a linear embedding of
-    (x, y) plus a per-keypoint embedding).
+    pooled sentence. That reading adds to the keypoint's filter over a 1x1-conv hidden layer of the
+    map (a dynamic filter: one dot product per cell, cheap), the filter scores every cell, a softmax
+    over the cells (learned temperature) turns the scores into a distribution, and its mean position
+    in [-1, 1] becomes a token (a linear embedding of (x, y) plus a per-keypoint embedding).
     """
 
     def __init__(self, channels: int, k: int, d: int, hidden: int = 64):
         super().__init__()
         self.queries = nn.Parameter(torch.zeros(1, k, d))
         self.hidden = nn.Conv2d(channels, hidden, 1)
-        self.film = nn.Linear(d, 2 * hidden)
+        self.film = nn.Linear(d, hidden)  # words -> filter offset (zero at start: a static filter)
         self.score = nn.Parameter(torch.zeros(k, hidden))
         self.score_bias = nn.Parameter(torch.zeros(k))
         self.log_temp = nn.Parameter(torch.zeros(1))
@@ -271,10 +271,9 @@ class SpatialKeypoints(nn.Module):
     def positions(self, fmap: torch.Tensor, words: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
         """(B, C, h, w), (B, T, d), (B, T) -> (B, K, 2) expected (x, y) in [-1, 1]."""
         B, _, h, w = fmap.shape
-        gamma, beta = self.film(self.read_words(words, text_mask)).chunk(2, dim=-1)  # (B, K, hidden) each
-        hid = self.hidden(fmap).flatten(2).unsqueeze(1)  # (B, 1, hidden, h*w)
-        hid = F.gelu(hid * (1 + gamma.unsqueeze(-1)) + beta.unsqueeze(-1))  # (B, K, hidden, h*w)
-        scores = torch.einsum("bkcn,kc->bkn", hid, self.score) + self.score_bias[:, None]  # (B, K, h*w)
+        filters = self.score + self.film(self.read_words(words, text_mask))  # (B, K, hidden)
+        hid = F.gelu(self.hidden(fmap)).flatten(2)  # (B, hidden, h*w)
+        scores = filters @ hid + self.score_bias[:, None]  # (B, K, h*w)
         p = (scores * self.log_temp.exp()).softmax(dim=-1)
         grid = coord_channels(1, h, w, fmap).flatten(2)[0]  # (2, h*w): x, y per cell
         return p @ grid.t()  # (B, K, 2)
