@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 
@@ -98,6 +99,22 @@ def test_queue_cancel_crash_and_the_manager_keeps_working(manager):
     assert report["families"]["reach"]["episodes"] == 1 and "| reach |" in report["table_markdown"]
     assert all(os.path.isfile(p) for p in report["failure_clips"])
     assert [j["id"] for j in manager.jobs()] == [long, crash, evaluation]
+    # A restarted app lists the earlier run's jobs; one it left running shows as interrupted.
+    status = json.loads((manager.runs / evaluation / "status.json").read_text())
+    ghost = "eval-20200101-000000-beef"
+    (manager.runs / ghost).mkdir()
+    (manager.runs / ghost / "spec.json").write_text(json.dumps({"id": ghost}))
+    (manager.runs / ghost / "status.json").write_text(json.dumps({**status, "id": ghost, "state": "running", "created": 1.0}))
+    (manager.runs / "eval-not-a-job-id").mkdir()
+    later = JobManager(manager.data_root, manager.registry, eval_episodes=0)
+    try:
+        listed = {j["id"]: j for j in later.jobs()}
+        assert set(listed) == {long, crash, evaluation, ghost}
+        assert [listed[j]["state"] for j in (long, crash, evaluation)] == ["cancelled", "failed", "done"]
+        assert listed[ghost]["state"] == "interrupted" and "app stopped" in listed[ghost]["message"]
+        assert later.status(evaluation)["result"]["families"]["reach"]["episodes"] == 1
+    finally:
+        later.close(timeout=5)
 
 
 @pytest.mark.slow

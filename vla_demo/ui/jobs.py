@@ -30,6 +30,7 @@ import json
 import logging
 import math
 import os
+import re
 import secrets
 import sys
 import threading
@@ -89,6 +90,10 @@ def decimate(points: list, max_points: int) -> list:
     return kept if kept[-1] == points[-1] else [*kept, points[-1]]
 
 
+_KINDS = ("finetune", "eval", "replay")
+_JOB_ID = re.compile(r"^(ft|eval|ab)-\d{8}-\d{6}-[0-9a-f]{4}$")
+
+
 def new_job_id(kind: str) -> str:
     """``ft-20260101-120000-ab12`` / ``eval-...``: sortable and unique, safe as a folder name."""
     prefix = {"finetune": "ft", "eval": "eval", "replay": "ab"}[kind]
@@ -128,6 +133,27 @@ class JobManager:
         self._queue: deque[Job] = deque()
         self._running: Job | None = None
         self._thread: threading.Thread | None = None
+        self._restore_history()
+
+    def _restore_history(self, keep: int = 50) -> None:
+        """List the newest finished jobs of earlier app runs (from their status.json). A job the
+        previous run left queued or running is shown as interrupted; its files stay in runs/."""
+        if not self.runs.is_dir():
+            return
+        folders = sorted((p for p in self.runs.iterdir() if _JOB_ID.match(p.name)), key=lambda p: p.name)[-keep:]
+        for folder in folders:
+            status, spec = _read_json(folder / STATUS_FILE), _read_json(folder / SPEC_FILE)
+            if not isinstance(status, dict) or not isinstance(spec, dict) or status.get("kind") not in _KINDS:
+                continue
+            job = Job(folder.name, status["kind"], spec, folder, created=float(status.get("created") or 0.0))
+            job.state, job.phase = str(status.get("state", "failed")), str(status.get("phase", ""))
+            job.step, job.total = int(status.get("step") or 0), int(status.get("total") or 0)
+            job.message, job.result = str(status.get("message", "")), status.get("result")
+            job.losses = [tuple(p) for p in status.get("loss") or [] if isinstance(p, list) and len(p) == 2]
+            if job.state in ("queued", "running"):
+                job.state = "interrupted"
+                job.message = f"the app stopped while this job was {status['state']}; its files stay in runs/{folder.name}"
+            self._jobs[job.id] = job
 
     # ------------------------------------------------------------------ submitting
     def dataset_names(self) -> list[str]:
