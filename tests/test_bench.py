@@ -71,6 +71,9 @@ def test_train_rows_compare_presets_and_time_a_fine_tune(tmp_path, monkeypatch):
 @pytest.mark.slow
 def test_app_rows_compare_the_loop_with_the_render():
     rows = {r["name"]: r for r in bench.bench_app(repeats=3, sessions=2)}
-    assert set(rows) == {"app.loop_capacity_hz", "app.loop_hz_2_sessions"}
+    assert set(rows) == {"app.loop_capacity_hz", "app.loop_hz_2_sessions", "app.sim_step_render_hz", "app.loop_share_of_sim_step"}
+    share = rows.pop("app.loop_share_of_sim_step")
     for r in rows.values():
         assert r["reference"] == "sim.render_front_hz" and r["unit"] == "Hz" and r["value"] > 0
+    assert share["unit"] == "ratio" and share["reference"] == "app.sim_step_render_hz"
+    assert share["value"] == pytest.approx(rows["app.loop_capacity_hz"]["value"] / rows["app.sim_step_render_hz"]["value"], rel=1e-2)
