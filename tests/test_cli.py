@@ -86,3 +86,18 @@ def test_serve_verb_refuses_bad_setups_with_a_message(tiny_policy_dir, capsys, m
     assert "expert" in capsys.readouterr().err
     assert main(["serve", "--policy", str(tiny_policy_dir), "--host", "0.0.0.0"]) == 2
     assert "token" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_eval_card_appends_the_table_to_the_model_card(tiny_policy_dir, tmp_path, capsys):
+    import shutil
+
+    policy = tmp_path / "policy"
+    shutil.copytree(tiny_policy_dir, policy)
+    before = (policy / "README.md").read_text(encoding="utf-8")
+    assert main(["eval", "--policy", str(policy), "--families", "reach", "--episodes-per-family", "1",
+                 "--no-baselines", "--workers", "1", "--card"]) == 0
+    card = (policy / "README.md").read_text(encoding="utf-8")
+    assert card.startswith(before.rstrip("\n")) and "## Evaluation: split `train`" in card and "| reach | 1 |" in card
+    assert main(["eval", "--policy", "expert", "--card", "--episodes-per-family", "1"]) == 2
+    assert "model card" in capsys.readouterr().err

@@ -100,6 +100,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--json", default=None, help="write the report here")
     p.add_argument("--clips", default=None, help="folder for failure clips (default: beside --json)")
     p.add_argument("--no-baselines", action="store_true", help="skip the expert and language-blind runs")
+    p.add_argument("--card", action="store_true", help="append the table to the policy folder's model card (README.md)")
 
 
 def _add_bench(sub) -> None:
@@ -213,11 +214,17 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from vla_demo.evaluate import evaluate
+    import shlex
+    import time
+
+    from vla_demo.evaluate import append_to_card, evaluate
 
     if args.episodes_per_family < 1:
         raise ValueError("--episodes-per-family must be at least 1")
+    if args.card and not Path(args.policy, "README.md").is_file():
+        raise ValueError(f"--card needs a policy folder with a README.md model card, got {args.policy!r}")
     clips = args.clips or (str(Path(args.json).with_suffix("")) + "_clips" if args.json else None)
+    t0 = time.time()
     report = evaluate(
         args.policy, split=args.split, episodes_per_family=args.episodes_per_family, seed=args.seed,
         families=tuple(args.families), workers=args.workers, clips_dir=clips, baselines=not args.no_baselines,
@@ -227,6 +234,10 @@ def cmd_eval(args) -> int:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
+    if args.card:
+        command = "python -m vla_demo " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["eval"] else ["eval"])
+        append_to_card(Path(args.policy), report, command, time.time() - t0)
+        print(f"added the table to {Path(args.policy, 'README.md')}")
     return 0
 
 

@@ -392,6 +392,16 @@ def _pct(fam: dict[str, Any] | None) -> str:
     return f"{100 * fam['success_rate']:.0f}% [{100 * lo:.0f}, {100 * hi:.0f}]"
 
 
+def append_to_card(policy_dir: Path, report: dict[str, Any], command: str, seconds: float) -> None:
+    """Append an evaluation section (command, wall time, table) to a policy folder's model card."""
+    card = Path(policy_dir) / "README.md"
+    text = card.read_text(encoding="utf-8").rstrip("\n")
+    section = (f"\n\n## Evaluation: split `{report['split']}`\n\n`{command}` ({seconds / 60:.1f} min, "
+               f"{os.cpu_count()} CPU cores; evaluation seeds are disjoint from the training scenes' seeds)\n\n"
+               f"{report['table_markdown']}\n")
+    card.write_text(text + section, encoding="utf-8")
+
+
 def markdown_table(report: dict[str, Any]) -> str:
     """Success per family with 95% intervals, beside the expert and language-blind baselines."""
     base = report.get("baselines", {})
