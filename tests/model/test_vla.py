@@ -231,11 +231,11 @@ def test_goal_head_learns_positions_and_ignores_unlabelled_rows(tok):
     # The unlabelled row gets no gradient through the goal loss.
     model.zero_grad()
     model.goal_loss(out["goal"], target).backward()
-    grad = model.goal_head.weight.grad.clone()
+    grad = model.goal_head.net[0].weight.grad.clone()
     model.zero_grad()
     out2 = model(images[:2], ids[:2], mask[:2], state[:2])
     model.goal_loss(out2["goal"], target[:2]).backward()
-    torch.testing.assert_close(model.goal_head.weight.grad, grad, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(model.goal_head.net[0].weight.grad, grad, rtol=1e-4, atol=1e-6)
     # All rows unlabelled: a zero loss that still has a graph.
     zero = model.goal_loss(out["goal"], torch.full((3, 6), float("nan")))
     assert zero.item() == 0.0 and zero.requires_grad
@@ -253,14 +253,11 @@ def test_goal_head_learns_positions_and_ignores_unlabelled_rows(tok):
     torch.testing.assert_close(model.decode_goal((target[:2] - model.goal_mean) / model.goal_std), target[:2])
 
 
-def test_goal_head_on_keypoints_trains_the_heat_maps(tok):
-    from vla_demo.model.vla import GoalFromKeypoints
-
+def test_goal_head_reads_the_keypoints_and_trains_their_heat_maps(tok):
     model = build_model(tiny(tok, keypoints=3, goal_head=True)).eval()
-    assert isinstance(model.goal_head, GoalFromKeypoints)
     images, ids, mask, state = inputs(tok)
     goal = model(images, ids, mask, state)["goal"]
-    assert goal.shape == (3, 6)
+    assert goal.shape == (3, 6) and model.goal_head.net[0].in_features == 32 + 2 * 3
     model.goal_loss(goal, torch.zeros(3, 6)).backward()
     assert model.keypoints.score.grad.abs().sum() > 0 and model.keypoints.film.weight.grad.abs().sum() > 0
     assert model.head[0].weight.grad is None  # the action head is not involved

@@ -68,8 +68,8 @@ class ModelConfig:
         head_hidden: hidden width of the MLP head.
         state_dropout: probability of hiding the state during training.
     Auxiliary:
-        goal_head: also predict where the instructed object is and where it should go (from
-            keypoints 0 and 1 when there are at least two, else from the readout) (``goal_positions``: 6 numbers, m). Scripted datasets label every frame, so
+        goal_head: also predict where the instructed object is and where it should go (from the
+            readout and the keypoint positions) (``goal_positions``: 6 numbers, m). Scripted datasets label every frame, so
             the fusion is taught *which* object the words name instead of inferring it from the
             action loss alone; the prediction is an overlay in the app, never an input.
         goal_weight: weight of that auxiliary loss against the action loss.
@@ -284,17 +284,18 @@ class SpatialKeypoints(nn.Module):
         return self.embed(pos) + self.ids, pos
 
 
-class GoalFromKeypoints(nn.Module):
-    """The goal head on keypoints 0 and 1: image position -> table position (one shared MLP, the
-    camera's fixed image-to-world map), so the goal loss teaches those two heat maps to find the
-    object to move and where it should go."""
+class GoalHead(nn.Module):
+    """Where the instructed object is and where it should go, (B, 6) normalised, from the readout
+    and, when there are keypoints, their positions (the precise image coordinates the fusion's
+    coarse tokens lack). Gradients reach the keypoint heat maps through the positions."""
 
-    def __init__(self, hidden: int = 64):
+    def __init__(self, d: int, keypoints: int, hidden: int = 128):
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(2, hidden), nn.GELU(), nn.Linear(hidden, hidden), nn.GELU(), nn.Linear(hidden, 3))
+        self.net = nn.Sequential(nn.Linear(d + 2 * keypoints, hidden), nn.GELU(), nn.Linear(hidden, len(GOAL_NAMES)))
 
-    def forward(self, pos: torch.Tensor) -> torch.Tensor:
-        return self.net(pos[:, :2]).flatten(1)  # (B, 2, 2) -> (B, 6) normalised target, destination
+    def forward(self, h: torch.Tensor, kp_pos: torch.Tensor | None) -> torch.Tensor:
+        x = h if kp_pos is None else torch.cat([h, kp_pos.flatten(1)], dim=-1)  # (B, d + 2K)
+        return self.net(x)
 
 
 class PatchEmbed(nn.Module):
@@ -378,12 +379,7 @@ class VLAModel(nn.Module):
         n_cont = A - 1 if cfg.separate_gripper else A
         per_step = n_cont * (cfg.n_bins if cfg.head == "discrete" else 1) + (1 if cfg.separate_gripper else 0)
         self.head = nn.Sequential(nn.Linear(d, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, H * per_step))
-        if not cfg.goal_head:
-            self.goal_head = None
-        elif cfg.keypoints >= 2:
-            self.goal_head = GoalFromKeypoints()
-        else:
-            self.goal_head = nn.Linear(d, len(GOAL_NAMES))
+        self.goal_head = GoalHead(d, cfg.keypoints) if cfg.goal_head else None
         # Normalisation (replaced from dataset stats by the trainer; identity-ish defaults).
         self.register_buffer("action_mean", torch.zeros(A))
         self.register_buffer("action_std", torch.ones(A))
@@ -472,11 +468,7 @@ class VLAModel(nn.Module):
         h, attn, kp_pos = self.encode(images, ids, text_mask, state, need_weights)
         B, H = h.size(0), self.config.chunk_size
         out = self.head(h).view(B, H, -1)  # (B, H, per_step)
-        goal = None  # (B, 6), normalised
-        if isinstance(self.goal_head, GoalFromKeypoints):
-            goal = self.goal_head(kp_pos)
-        elif self.goal_head is not None:
-            goal = self.goal_head(h)
+        goal = self.goal_head(h, kp_pos) if self.goal_head is not None else None  # (B, 6), normalised
         n_vis = self.grid[0] * self.grid[1]
         t0 = 2 + n_vis + self.config.keypoints
         layout = {"state": 1, "vision": (2, 2 + n_vis), "keypoints": (2 + n_vis, t0), "language": (t0, t0 + ids.size(1))}
