@@ -51,6 +51,9 @@ def main(argv=None) -> int:
     if not 16 <= args.camera_size <= 512:
         raise SystemExit(f"--camera-size must be in 16..512, got {args.camera_size}")
     os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", "5")  # a closed tab frees its sim within seconds
+    from vla_demo.ui.memory import limit_malloc_arenas
+
+    limit_malloc_arenas()  # before Gradio's worker threads exist: RSS stays flat under many sessions
     from vla_demo.ui.app import make_context
     from vla_demo.ui.layout import build_demo, launch_kwargs
 

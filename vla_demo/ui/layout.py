@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import gradio as gr
+import numpy as np
 import pandas as pd
 
 from vla_demo.constants import FAMILIES
@@ -71,12 +72,17 @@ def _live_tab(ctx, session_of) -> None:
 
     def stream(request: gr.Request):
         session = session_of(request)
-        n = 0
+        n, shown = 0, None
         for lf in session.stream():
             rows = lf.actions
             n += rows is not None
             plot_update = _actions_frame(rows) if rows is not None and n % PLOT_EVERY == 1 else gr.skip()
-            yield lf.image, lf.status, lf.words if lf.words is not None else gr.skip(), plot_update
+            # An unchanged frame (paused, stopped) is not sent again: Gradio would rewrite its cached file
+            # in place (same hash, same path) while the page may be downloading it (a truncated image).
+            same = shown is not None and shown.shape == lf.image.shape and np.array_equal(shown, lf.image)
+            shown = lf.image
+            words = lf.words if lf.words is not None else gr.skip()
+            yield gr.skip() if same else lf.image, lf.status, words, plot_update
 
     def set_keys(value: str, request: gr.Request) -> None:
         import json
