@@ -23,6 +23,7 @@ STATUS = re.compile(r"^(?P<state>[\w-]+) \| mode \w+ \| step (?P<step>\d+) \| co
 SCENE = re.compile(r"new scene: '(?P<text>.*)' on ")
 TELEOP_KEYS = ("w", "s", "a", "d", "r", "f")
 MAX_MESSAGES = 5
+REQUEST_TIMEOUT_S = 60.0  # a page waits for a slow server too; httpx's default of 5 s would count slowness as failure
 
 
 def percentile(values, q: float) -> float | None:
@@ -93,7 +94,8 @@ class Operator:
         self.error_count = 0
         self.episodes = self.takeovers = self.fetched = 0
         self.stopped = threading.Event()
-        self.client = Client(url, auth=auth, verbose=False, download_files=False)
+        self.client = Client(url, auth=auth, verbose=False, download_files=False,
+                             httpx_kwargs={"timeout": REQUEST_TIMEOUT_S})
         self._keys = self._enable_private("/keys")
         stream = self.client._infer_fn_index("/live_stream", None)
         self.client.endpoints[stream].process_predictions = self.log.on_output
@@ -121,11 +123,15 @@ class Operator:
         self.stopped.set()
         for t in self._threads:
             t.join(timeout=60)
-        if self.job is not None:
-            if self.job.done() and self.job.exception() is not None:
-                self._error(f"live stream failed: {self.job.exception()}")
-            self.job.cancel()
-        self.client.close()
+        try:
+            if self.job is not None:
+                if self.job.done() and self.job.exception() is not None:
+                    self._error(f"live stream failed: {self.job.exception()}")
+                self.job.cancel()
+        except Exception as e:  # noqa: BLE001 - a failed cancel is a finding, not a crash of the load test
+            self._error(f"stopping the live stream: {type(e).__name__}: {e}")
+        finally:
+            self.client.close()
 
     def _error(self, message: str) -> None:
         self.error_count += 1
@@ -200,7 +206,7 @@ class Operator:
         import httpx
 
         seen = None
-        with httpx.Client(headers=self.client.headers, cookies=self.client.cookies, timeout=30) as http:
+        with httpx.Client(headers=self.client.headers, cookies=self.client.cookies, timeout=REQUEST_TIMEOUT_S) as http:
             while not self.stopped.is_set():
                 if not self.log.new_frame.wait(0.5):
                     continue
