@@ -1,8 +1,9 @@
 """The page in a real browser: Debian's Chromium driven by Playwright (installed by .ci/run).
 
 Load the page, type an instruction, run and see frames update, take over with the keyboard,
-record an episode and find it on disk, fine-tune on it and see the new version hot-swapped in, two tabs with independent sims, and the webcam path fed by
-Chromium's fake camera from a clip generated here. Screenshots go to assets/readme/ for the README.
+record an episode and find it on disk, fine-tune on it and see the new version hot-swapped in, two
+tabs with independent sims, and the webcam path fed a clip generated here (through a canvas stream
+in place of getUserMedia, not Chromium's fake-device flags). Screenshots go to assets/readme/ for the README.
 """
 
 from __future__ import annotations
@@ -23,18 +24,6 @@ if not os.path.exists(CHROMIUM):
     pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (.ci/run installs it with apt-get)",
                 allow_module_level=True)
 playwright = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (requirements-dev.txt)")
-
-
-def write_y4m(path: Path, w: int = 96, h: int = 64, n: int = 20) -> Path:
-    """A small moving-square clip in YUV4MPEG2 (4:2:0), the format Chromium's fake camera reads."""
-    with open(path, "wb") as f:
-        f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
-        for i in range(n):
-            y = np.full((h, w), 60, np.uint8)
-            x0 = (i * 4) % (w - 16)
-            y[20:36, x0:x0 + 16] = 220
-            f.write(b"FRAME\n" + y.tobytes() + np.full((h // 2) * (w // 2) * 2, 128, np.uint8).tobytes())
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -148,24 +137,51 @@ def test_two_tabs_have_independent_sims(app, browser):
     b.close()
 
 
-@pytest.mark.skipif(os.environ.get("VLA_DEMO_WEBCAM_BROWSER_TEST") != "1",
-                    reason="Chromium's fake media device, run as root, once left a browser spinning at SCHED_FIFO 99 "
-                           "and starved the machine; set VLA_DEMO_WEBCAM_BROWSER_TEST=1 to run it (the webcam path "
-                           "itself is tested in tests/ui/test_session.py)")
-def test_webcam_frames_go_through_the_policy(app, tmp_path):
+def clip_camera_script(frames: np.ndarray, fps: int = 10) -> str:
+    """An init script that makes getUserMedia return a canvas stream playing ``frames`` (N, H, W, 3):
+    the page's webcam path runs unchanged, without Chromium's fake-device flags (run as root, one
+    such browser was left spinning at SCHED_FIFO 99 and starved the machine)."""
+    import base64
+    import json
+
+    n, h, w, _ = frames.shape
+    rgba = np.concatenate([frames, np.full((n, h, w, 1), 255, np.uint8)], axis=-1)
+    data = json.dumps([base64.b64encode(f.tobytes()).decode() for f in rgba])
+    return f"""(() => {{
+      const W = {w}, H = {h}, frames = {data}.map(b => Uint8ClampedArray.from(atob(b), c => c.charCodeAt(0)));
+      const canvas = document.createElement("canvas"); canvas.width = W; canvas.height = H;
+      const ctx = canvas.getContext("2d"); let i = 0;
+      const draw = () => ctx.putImageData(new ImageData(frames[i++ % frames.length], W, H), 0, 0);
+      draw(); setInterval(draw, {1000 // fps});
+      const device = {{deviceId: "clip", groupId: "clip", kind: "videoinput", label: "test clip", toJSON() {{ return this; }}}};
+      navigator.mediaDevices.getUserMedia = async () => canvas.captureStream({fps});
+      navigator.mediaDevices.enumerateDevices = async () => [device];
+    }})();"""
+
+
+def moving_square_clip(w: int = 96, h: int = 64, n: int = 20) -> np.ndarray:
+    """(n, h, w, 3) uint8: a bright square sliding across a dark frame."""
+    frames = np.full((n, h, w, 3), 60, np.uint8)
+    for i in range(n):
+        x0 = (i * 4) % (w - 16)
+        frames[i, 20:36, x0:x0 + 16] = (220, 40, 40)
+    return frames
+
+
+def test_webcam_frames_go_through_the_policy(app, browser):
     _, url = app
-    clip = write_y4m(tmp_path / "cam.y4m")
-    with playwright.sync_playwright() as p:
-        b = launch(p, "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
-                   f"--use-file-for-fake-video-capture={clip}")
-        try:
-            webcam_round_trip(b, url)
-        finally:
-            b.close()
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    context.add_init_script(clip_camera_script(moving_square_clip()))
+    try:
+        webcam_round_trip(context, url)
+    finally:
+        context.close()
 
 
-def webcam_round_trip(browser, url):
-    page = open_page(browser, url)
+def webcam_round_trip(context, url):
+    page = context.new_page()
+    page.goto(url)
+    page.locator("#vla-live img").first.wait_for(timeout=60_000)
     page.get_by_role("tab", name="Webcam").click()
     page.get_by_role("button", name="Click to Access Webcam").click()
     start = page.locator("button[aria-label='capture photo']")  # the streaming webcam's start button
