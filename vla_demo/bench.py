@@ -136,7 +136,7 @@ def bench_dataset(repeats: int = 5, fill: int = 200) -> list[Row]:
     episode = sim_episode()
     values: dict[str, tuple[float, str]] = {}
     with tempfile.TemporaryDirectory(prefix="vla_bench_") as tmp:
-        writer = DatasetWriter.open(Path(tmp) / "ds", sim_features(), fps=10)
+        writer = DatasetWriter.open(Path(tmp) / "ds", sim_features(goals=True), fps=10)  # as collect writes
         save = lambda: writer.save_episode(episode)  # noqa: E731
         values["dataset.save_episode_100_ms.at_1"] = (float(np.median(durations_s(save, repeats, 0))) * 1000, "ms")
         while writer.num_episodes < fill:
