@@ -9,6 +9,7 @@ output as the client receives it and reads the status line the app streams with 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import threading
@@ -122,7 +123,7 @@ class Operator:
         """Stop acting, end the stream and the client's heartbeat (the app then frees the session)."""
         self.stopped.set()
         for t in self._threads:
-            t.join(timeout=60)
+            t.join(timeout=REQUEST_TIMEOUT_S + 5)  # a call in flight ends within its own timeout
         try:
             if self.job is not None:
                 if self.job.done() and self.job.exception() is not None:
@@ -139,20 +140,27 @@ class Operator:
             self.errors.append(message[:300])
 
     def call(self, api_name: str, *args) -> Any:
-        """One event; failures are counted, never raised."""
+        """One event; failures (and calls unanswered after ``REQUEST_TIMEOUT_S``) are counted, never raised."""
+        return self._bounded(api_name, lambda: self.client.submit(*args, api_name=api_name))
+
+    def _bounded(self, name: str, submit) -> Any:
+        """Wait at most ``REQUEST_TIMEOUT_S`` for a queued event, so an overloaded app cannot hang
+        the load test (gradio_client's ``predict`` waits for ever)."""
+        job = None
         try:
-            return self.client.predict(*args, api_name=api_name)
+            job = submit()
+            return job.result(timeout=REQUEST_TIMEOUT_S)
         except Exception as e:  # noqa: BLE001 - every failure is a load-test finding
-            self._error(f"{api_name}: {type(e).__name__}: {e}")
+            self._error(f"{name}: {type(e).__name__}: {e}")
+            if job is not None:
+                with contextlib.suppress(Exception):
+                    job.cancel()
             return None
 
     def keys(self, held: list[str]) -> None:
         if self._keys is None:
             return
-        try:
-            self.client.predict(json.dumps(held), fn_index=self._keys)
-        except Exception as e:  # noqa: BLE001
-            self._error(f"/keys: {type(e).__name__}: {e}")
+        self._bounded("/keys", lambda: self.client.submit(json.dumps(held), fn_index=self._keys))
 
     def _pause(self, low: float, high: float) -> bool:
         """Wait like an operator; False once the test is over."""
