@@ -101,3 +101,9 @@ def test_eval_card_appends_the_table_to_the_model_card(tiny_policy_dir, tmp_path
     assert card.startswith(before.rstrip("\n")) and "## Evaluation: split `train`" in card and "| reach | 1 |" in card
     assert main(["eval", "--policy", "expert", "--card", "--episodes-per-family", "1"]) == 2
     assert "model card" in capsys.readouterr().err
+
+
+def test_loadtest_verb_is_wired_and_refuses_out_of_range_flags(capsys):
+    with pytest.raises(SystemExit):
+        main(["loadtest", "--sessions", "0", "--minutes", "1"])
+    assert "sessions" in capsys.readouterr().err

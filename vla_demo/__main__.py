@@ -2,8 +2,8 @@
 
 Verbs so far: ``sim`` (render a scripted episode), ``collect`` (scripted demonstrations into a
 LeRobot dataset), ``dataset`` (info, check and edit a dataset), ``train`` (train or fine-tune a
-policy), ``eval`` (success rates with 95% intervals), ``serve`` (a policy over HTTP), ``bench`` (the
-benchmark table). Each verb's options: ``python -m vla_demo <verb> --help``.
+policy), ``eval`` (success rates with 95% intervals), ``serve`` (a policy over HTTP), ``loadtest``
+(simulated operators against a running app), ``bench`` (the benchmark table). Each verb's options: ``python -m vla_demo <verb> --help``.
 """
 
 from __future__ import annotations
@@ -115,10 +115,16 @@ def _add_serve(sub) -> None:
     serve.add_arguments(sub.add_parser("serve", help="serve a policy over HTTP (OpenVLA-compatible POST /act)"))
 
 
+def _add_loadtest(sub) -> None:
+    from vla_demo import loadtest
+
+    loadtest.add_arguments(sub.add_parser("loadtest", help="drive N simulated operators against a running app"))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m vla_demo", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="verb", required=True)
-    for add in (_add_sim, _add_collect, _add_dataset, _add_train, _add_eval, _add_serve, _add_bench):
+    for add in (_add_sim, _add_collect, _add_dataset, _add_train, _add_eval, _add_serve, _add_loadtest, _add_bench):
         add(sub)
     return parser
 
@@ -248,6 +254,12 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_loadtest(args) -> int:
+    from vla_demo import loadtest
+
+    return loadtest.run(args)
+
+
 def cmd_serve(args) -> int:
     from vla_demo import serve
 
@@ -258,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         verbs = {"sim": cmd_sim, "collect": cmd_collect, "dataset": cmd_dataset, "train": cmd_train, "eval": cmd_eval,
-                 "serve": cmd_serve, "bench": cmd_bench}
+                 "serve": cmd_serve, "loadtest": cmd_loadtest, "bench": cmd_bench}
         return verbs[args.verb](args)
     except (ValueError, OSError, RuntimeError) as e:
         print(f"error: {e}", file=sys.stderr)
