@@ -91,3 +91,4 @@ def test_two_operators_against_a_launched_app(tmp_path, tiny_policy_dir, capsys)
     assert set(loadtest.MEMORY_KEYS) <= set(memory) and memory["rss_end_mb"] > 0
     assert "| session | frames |" in printed and "app RSS" in printed
     assert not Path(f"/proc/{memory['pid']}").exists()  # the launched app was stopped and reaped
+    assert report["app_exit"]["killed"] is False  # it went on Ctrl-C, with its sessions closed

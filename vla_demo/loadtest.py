@@ -14,6 +14,7 @@ used to log in when set. The exit code is 0 when no operator saw an error, 1 oth
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -149,7 +150,8 @@ class LaunchedApp:
         args = [sys.executable, str(APP_PY), "--host", "127.0.0.1", "--port", str(self.port), "--policy", policy,
                 "--data-root", str(self.root / "data"), "--camera-size", str(camera_size)]
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(args, cwd=APP_PY.parent, env=env, stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(args, cwd=APP_PY.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         start_new_session=True)  # its own process group: our Ctrl-C is ours
         self.pid = self.proc.pid
 
     def wait_ready(self, timeout: float = 300.0) -> None:
@@ -176,16 +178,21 @@ class LaunchedApp:
         files = (self.root / "gradio-cache").rglob("*")
         return round(sum(f.stat().st_size for f in files if f.is_file()) / 2**20, 1)
 
-    def close(self) -> None:
-        """Ctrl-C (the app closes its sessions), SIGKILL after 30 s; the temporary root goes."""
+    def close(self, grace_s: float = 30.0) -> dict[str, Any]:
+        """Ctrl-C (the app closes its sessions and exits), SIGKILL to its process group after ``grace_s``;
+        the temporary root goes. Returns ``{"exit_s", "killed"}``: how the app went."""
+        t0, killed = time.monotonic(), False
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=30)
+                self.proc.wait(timeout=grace_s)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                killed = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=30)
         shutil.rmtree(self.root, ignore_errors=True)
+        return {"exit_s": round(time.monotonic() - t0, 1), "killed": killed}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -274,6 +281,10 @@ def table(report: dict[str, Any]) -> str:
                      f"{_f(m['rss_growth_pct'], 2)}% growth after warm-up")
     if report.get("cache_mb") is not None:
         lines.append(f"Gradio frame cache at the end: {report['cache_mb']} MB")
+    if report.get("app_exit"):
+        e = report["app_exit"]
+        lines.append(f"the launched app {'had to be killed' if e['killed'] else 'exited on Ctrl-C'} "
+                     f"after {e['exit_s']} s")
     for r in report["per_session"]:
         for msg in r["error_messages"]:
             lines.append(f"session {r['session']} error: {msg}")
@@ -296,6 +307,8 @@ def run(args: argparse.Namespace) -> int:
         if app:
             report["cache_mb"] = app.cache_mb()
             report["policy"] = args.policy
+            report["app_exit"] = app.close()
+            app = None
     finally:
         if app:
             app.close()
