@@ -4,6 +4,7 @@ pts k. Decoding returns (L, H, W, 3) uint8 frames."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 from pathlib import Path
@@ -23,8 +24,33 @@ def default_codec() -> str:
     return "libsvtav1" if "libsvtav1" in av.codecs_available else "libx264"
 
 
+@contextlib.contextmanager
+def same_scheduling():
+    """Restore the calling thread's scheduling policy afterwards.
+
+    SVT-AV1, run as root, switches the thread that starts an encoder to real-time SCHED_FIFO at
+    priority 99, and every thread and process started from it later inherits that: a recording app
+    then spawned busy real-time threads (and Chromium, and child processes) that starved the machine.
+    """
+    try:
+        policy, priority = os.sched_getscheduler(0), os.sched_getparam(0).sched_priority
+    except (AttributeError, OSError):  # no sched_* calls on this platform
+        yield
+        return
+    try:
+        yield
+    finally:
+        if (os.sched_getscheduler(0), os.sched_getparam(0).sched_priority) != (policy, priority):
+            os.sched_setscheduler(0, policy, os.sched_param(priority))
+
+
 def encode(path: str | Path, frames: np.ndarray, fps: int, codec: str | None = None) -> None:
     """Write (L, H, W, 3) uint8 frames to ``path`` (H and W must be even)."""
+    with same_scheduling():
+        _encode(path, frames, fps, codec)
+
+
+def _encode(path: str | Path, frames: np.ndarray, fps: int, codec: str | None) -> None:
     import av
 
     codec = codec or default_codec()
