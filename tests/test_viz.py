@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -22,6 +23,22 @@ def test_heatmap_is_hot_where_attention_is(frame):
     top_right, bottom_left = out[:16, 48:].astype(int), out[48:, :16].astype(int)
     assert np.abs(top_right - 100).sum() > 10 * np.abs(bottom_left - 100).sum()
     assert viz.heatmap(frame, np.full((4, 4), np.nan)).shape == frame.shape  # NaN maps do not crash
+
+
+def test_heatmap_matches_a_plain_float_blend_and_its_cache_does_not_alias():
+    rng = np.random.default_rng(0)
+    frame = rng.integers(0, 256, (48, 40, 3), np.uint8)
+    grid_a, grid_b = rng.random((4, 5)).astype(np.float32), rng.random((4, 5)).astype(np.float32)
+    for grid in (grid_a, grid_b, grid_a):  # the second grid_a call comes from the cache
+        g = (grid - grid.min()) / (grid.max() - grid.min())
+        up = cv2.resize(g, (40, 48), interpolation=cv2.INTER_CUBIC).clip(0, 1)
+        colour = cv2.applyColorMap((up * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]
+        w = (0.45 * up)[:, :, None]
+        expected = frame * (1 - w) + colour * w
+        out = viz.heatmap(frame, grid)
+        assert np.abs(out - expected).max() <= 1.0  # rounding, not truncation
+    assert not np.array_equal(viz.heatmap(frame, grid_a), viz.heatmap(frame, grid_b))
+    assert viz.heatmap(frame.copy(order="F")[::1], grid_a).flags.c_contiguous
 
 
 def test_attention_grid_picks_rollout_layer_or_head():

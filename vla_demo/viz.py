@@ -7,6 +7,7 @@ OpenCV is imported inside the functions so that importing this module stays chea
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,15 +47,33 @@ def heatmap(frame: np.ndarray, grid: np.ndarray, alpha: float = 0.45) -> np.ndar
     """Blend a coarse (gh, gw) attention map, normalised to its max, over the frame (JET colours)."""
     import cv2
 
-    g = np.nan_to_num(np.asarray(grid, dtype=np.float32))
+    g = np.ascontiguousarray(np.nan_to_num(np.asarray(grid, dtype=np.float32)))
+    h, w = frame.shape[:2]
+    colour, weight, keep = _heat_layers(g.tobytes(), g.shape, h, w, float(alpha))
+    return cv2.blendLinear(np.ascontiguousarray(frame, dtype=np.uint8), colour, keep, weight)
+
+
+@functools.lru_cache(maxsize=16)
+def _heat_layers(grid_bytes: bytes, shape: tuple[int, int], h: int, w: int, alpha: float):
+    """The colour layer and the two per-pixel blend weights of one attention map at one size.
+
+    Cached: the live view draws the same map on every frame until the policy predicts again, and a
+    float blend over the full display frame cost more than the rest of the overlays and the JPEG
+    together; ``cv2.blendLinear`` over precomputed weights is one pass over the pixels."""
+    import cv2
+
+    g = np.frombuffer(grid_bytes, np.float32).reshape(shape)
     g = g - g.min()
     if g.max() > 0:
         g = g / g.max()
-    h, w = frame.shape[:2]
     up = cv2.resize(g, (w, h), interpolation=cv2.INTER_CUBIC).clip(0, 1)
-    colour = cv2.applyColorMap((up * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1]  # BGR -> RGB
-    weight = (alpha * up)[:, :, None]
-    return (frame * (1 - weight) + colour * weight).astype(np.uint8)
+    colour = cv2.applyColorMap((up * 255).astype(np.uint8), cv2.COLORMAP_JET)[:, :, ::-1].copy()  # BGR -> RGB
+    weight = (alpha * up).astype(np.float32)
+    for a in (colour, weight):
+        a.flags.writeable = False
+    keep = 1.0 - weight
+    keep.flags.writeable = False
+    return colour, weight, keep
 
 
 def attention_grid(attention, layer: int | None = None, head: int | None = None) -> np.ndarray:
