@@ -36,10 +36,13 @@ class RolloutControl:
     Attributes:
         paused: while set, the loop yields records without stepping the env.
         stop: once set, the loop ends before the next step.
+        render_substeps: when not None, the in-between display frames of the next steps (the live
+            view sheds them when the machine cannot keep the control rate).
     """
 
     paused: threading.Event = field(default_factory=threading.Event)
     stop: threading.Event = field(default_factory=threading.Event)
+    render_substeps: int | None = None
     _override: np.ndarray | None = None
     _instruction: str | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -135,7 +138,8 @@ def rollout(
         else:
             action = np.asarray(policy.select_action(seen), dtype=np.float32)
             label = np.asarray(getattr(policy, "label", action), dtype=np.float32)
-        next_obs, reward, terminated, truncated, info = env.step(action, render_substeps=render_substeps)
+        substeps = render_substeps if control is None or control.render_substeps is None else control.render_substeps
+        next_obs, reward, terminated, truncated, info = env.step(action, render_substeps=substeps)
         yield StepRecord(
             step, obs, action, label, intervention, next_obs, reward, terminated, truncated, info,
             getattr(policy, "last_prediction", None),

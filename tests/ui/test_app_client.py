@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
@@ -18,6 +20,7 @@ def app(tmp_path_factory, tiny_policy_dir):
 
     ctx = make_context(str(tiny_policy_dir), tmp_path_factory.mktemp("data"), camera_size=64, display_size=128)
     demo, url = serve(ctx)
+    ctx.demo = demo  # for the state-growth check below
     yield ctx, Client(url, verbose=False), url
     ctx.close()
     demo.close()
@@ -31,7 +34,7 @@ def test_api_lists_every_endpoint_with_a_name(app):
                 "/dataset_summary", "/replay_frame", "/episode_delete", "/episode_undo", "/episode_trim",
                 "/episode_relabel", "/dataset_export", "/finetune_start", "/finetune_cancel", "/policy_activate",
                 "/policy_rollback", "/finetune_refresh", "/eval_start", "/eval_cancel", "/eval_refresh", "/ab_replay",
-                "/webcam_frame", "/probe_grab", "/probe", "/live_stream", "/set_webcam_recording",
+                "/webcam_frame", "/probe_grab", "/probe", "/live_stream", "/action_plot_stream", "/set_webcam_recording",
                 "/save_webcam_episode", "/discard_webcam_episode"}
     assert expected <= names
     assert "/keys" not in names  # the held-key event is private
@@ -53,7 +56,8 @@ def test_live_controls_stream_and_record_round_trip(app):
     assert "recording into 'client-ds'" in client.predict(True, "client-ds", "carol", api_name="/record_toggle")
     assert client.predict(api_name="/step") == "one step"
     job = client.submit(api_name="/live_stream")
-    assert wait_for(lambda: len(job.outputs()) >= 4)
+    plot = client.submit(api_name="/action_plot_stream")
+    assert wait_for(lambda: len(job.outputs()) >= 1)
     session = next(iter(ctx.sessions.values()))
     assert wait_for(lambda: session._t >= 1)
     assert client.predict(api_name="/run") == "running"
@@ -61,7 +65,8 @@ def test_live_controls_stream_and_record_round_trip(app):
     assert "EMERGENCY STOP" in client.predict(api_name="/estop")
     t = session._t
     assert wait_for(lambda: job.outputs()[-1][1].startswith("E-STOP"))  # the stream goes on...
-    assert session._t == t and job.outputs()[-1][0]  # ...and the arm does not
+    assert session._t == t and os.path.isfile(job.outputs()[-1][0])  # ...and the arm does not
+    assert wait_for(lambda: plot.outputs() and len(plot.outputs()[-1]["data"]) == 7 * t)  # the plot follows the steps
     assert client.predict(api_name="/pause") == "paused"
     msg, summary, table = client.predict("success", "client-ds", "carol", api_name="/record_save")
     assert "saved episode 0" in msg and "1 episodes" in summary and table["data"][0][5] == "carol"
@@ -78,6 +83,7 @@ def test_live_controls_stream_and_record_round_trip(app):
     assert "restored as episode 0" in client.predict("client-ds", api_name="/episode_undo")
     assert "not allowed" in client.predict("../../etc", api_name="/dataset_summary")[0]
     job.cancel()
+    plot.cancel()
 
 
 def test_probe_webcam_and_jobs_endpoints(app, tmp_path):
@@ -106,3 +112,38 @@ def test_probe_webcam_and_jobs_endpoints(app, tmp_path):
     assert "no-such-version" in note
     assert len(client.predict(api_name="/finetune_refresh")) == 4
     assert len(client.predict(api_name="/eval_refresh")) == 3
+
+
+def test_a_long_stream_keeps_the_session_state_and_frame_files_bounded(app):
+    """Regression: ``gr.skip()`` in the stream made Gradio keep a component copy per skip in the
+    session's state (hundreds of MB over a 10-minute load test); and every frame file stayed on disk."""
+    from gradio_client import Client
+
+    from vla_demo.ui.frames import KEEP
+
+    ctx, _, url = app
+    client = Client(url, verbose=False, download_files=False)  # a page fetches only the newest frame
+    job = client.submit(api_name="/live_stream")
+    plot = client.submit(api_name="/action_plot_stream")
+    client.predict(4, "reach", 2, "", api_name="/reset")
+    assert wait_for(lambda: len(job.outputs()) >= 1)
+    session = ctx.sessions[client.session_hash]
+
+    def state_size() -> int:
+        return len(ctx.demo.state_holder[client.session_hash].blocks_config.blocks)
+
+    def run_until(step: int) -> None:
+        client.predict(api_name="/run")
+        assert wait_for(lambda: session._t >= step or session._gen is None)
+        client.predict(api_name="/pause")  # unchanged frames while paused, then changing ones again
+
+    run_until(3)
+    before = state_size()
+    for k in range(4):
+        run_until(session._t + 3)
+    assert state_size() == before
+    folder = __import__("pathlib").Path(job.outputs()[-1][0]["path"]).parent
+    assert wait_for(lambda: len(list(folder.glob("*.jpg"))) <= KEEP)
+    job.cancel()
+    plot.cancel()
+    assert wait_for(lambda: not folder.exists())  # the stream's files go with it

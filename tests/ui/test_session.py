@@ -25,6 +25,25 @@ def test_paused_session_does_not_move_and_step_moves_once(make_ctx):
     assert out[0].image.shape == (128, 128, 3) and "paused" in out[-1].status
 
 
+def test_a_late_loop_sheds_in_between_frames_and_restores_them_with_slack(make_ctx):
+    s = make_ctx().session("a")
+    s.reset(seed=1, family="reach")
+    assert s.render_substeps == 2 and s.control.render_substeps is None
+    seen = []
+    for late in (0.5, 0.5, 0.5, 0.05, -0.2, -0.6, -0.6, -0.6):  # fractions of the control period
+        s._shed_frames(late)
+        seen.append(s.control.render_substeps)
+    assert seen == [1, 0, 0, 0, 0, 1, 2, 2]
+    s.run()
+    s._shed_frames(0.5)
+    s._shed_frames(0.5)
+    assert len(s.advance()) == 1  # no in-between frames now: the step's own frame only
+    s.control.render_substeps = None
+    assert len(s.advance()) == 3  # the configured 2 in-between frames and the step's own
+    s.reset(seed=1, family="reach")
+    assert s.control.render_substeps is None  # a new episode starts smooth again
+
+
 def test_run_to_success_then_estop_halts(make_ctx):
     s = make_ctx().session("a")
     s.reset(seed=2, family="reach")

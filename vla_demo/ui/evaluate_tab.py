@@ -168,6 +168,8 @@ def build(ctx, session_state) -> None:
     clip_pick.change(show_clip, [clip_pick, follow_eval], clip, api_visibility="private")
     ab_btn.click(lambda x, y, fam, sd, sp, fo: start_replay(ctx, x, y, fam, sd, sp, fo),
                  [a, b, family, seed, ab_split, follow_ab], [follow_ab, ab_note], api_name="ab_replay")
-    gr.Timer(1).tick(lambda fe, fa: poll(ctx, fe, fa), [follow_eval, follow_ab],
-                     [follow_eval, progress, table, clip_pick, follow_ab, ab_progress, ab_video, ab_summary],
-                     concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    timer = gr.Timer(1, active=False)  # the page turns it on while this tab is shown
+    timer.tick(lambda fe, fa: poll(ctx, fe, fa), [follow_eval, follow_ab],
+               [follow_eval, progress, table, clip_pick, follow_ab, ab_progress, ab_video, ab_summary],
+               concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    return timer

@@ -200,5 +200,7 @@ def build(ctx, session_state) -> None:
     activate_btn.click(lambda n: activate(ctx, n), pick, [version_note, table], api_name="policy_activate")
     rollback_btn.click(lambda: rollback(ctx), None, [version_note, table], api_name="policy_rollback")
     refresh_btn.click(lambda: refresh(ctx), None, [datasets, base, pick, table], api_name="finetune_refresh")
-    gr.Timer(1).tick(lambda f: poll(ctx, f), follow, [follow, progress, plot, result, table, pick, base],
-                     concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    timer = gr.Timer(1, active=False)  # the page turns it on while this tab is shown
+    timer.tick(lambda f: poll(ctx, f), follow, [follow, progress, plot, result, table, pick, base],
+               concurrency_limit=None, show_progress="hidden", api_visibility="private")
+    return timer

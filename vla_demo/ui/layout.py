@@ -7,26 +7,46 @@ Gradio's ``session_hash``; the page's unload event frees it.
 
 from __future__ import annotations
 
+import functools
 import os
+import time
 from pathlib import Path
 
 import gradio as gr
-import numpy as np
+from gradio import utils as gr_utils
 import pandas as pd
 
 from vla_demo.constants import FAMILIES
 from vla_demo.ui import finetune_tab, evaluate_tab, record_tab
+from vla_demo.ui.frames import FrameFiles, stream_folder
 from vla_demo.ui.session import KEYMAP_MARKDOWN, MODES
 
 TELEOP_JS = Path(__file__).with_name("teleop.js")
 OVERLAY_CHOICES = ["attention", "action arrow", "chunk path", "gripper", "goal guess"]
 LAYER_CHOICES = ["rollout", "layer 1", "layer 2", "layer 3", "layer 4", "layer 5", "layer 6"]
 CSS = "#vla-live img {image-rendering: auto;} #vla-status {font-family: monospace; font-size: 0.85em;}"
-PLOT_EVERY = 5  # control steps between action-plot updates (the plot re-renders client-side)
+PLOT_PERIOD_S = 0.5  # the action plot re-renders client-side: twice a second is plenty
+KEEPALIVE_S = 1.0  # an unchanged stream still yields this often (see _changes)
 
 
 def _actions_frame(rows) -> pd.DataFrame:
     return pd.DataFrame(rows or [], columns=["step", "dimension", "value"])
+
+
+def _changes(keepalive_s: float = KEEPALIVE_S):
+    """``changed(value)``: True when ``value`` differs from the last one it let through, or that was
+    ``keepalive_s`` ago. A stream must yield now and then even when nothing changed: Gradio notices a
+    closed page, and cancels a generator, only between two of its yields."""
+    last: list = [object(), 0.0]
+
+    def changed(value) -> bool:
+        now = time.monotonic()
+        if value != last[0] or now - last[1] >= keepalive_s:
+            last[:] = [value, now]
+            return True
+        return False
+
+    return changed
 
 
 def _live_tab(ctx, session_of) -> None:
@@ -71,18 +91,28 @@ def _live_tab(ctx, session_of) -> None:
         return handler
 
     def stream(request: gr.Request):
+        """The live view: a frame file, the status line and the word bars, sent when one of them changed
+        and otherwise once every ``KEEPALIVE_S`` (never ``gr.skip()``: see ``ui/frames.py``)."""
         session = session_of(request)
-        n, shown = 0, None
-        for lf in session.stream():
-            rows = lf.actions
-            n += rows is not None
-            plot_update = _actions_frame(rows) if rows is not None and n % PLOT_EVERY == 1 else gr.skip()
-            # An unchanged frame (paused, stopped) is not sent again: Gradio would rewrite its cached file
-            # in place (same hash, same path) while the page may be downloading it (a truncated image).
-            same = shown is not None and shown.shape == lf.image.shape and np.array_equal(shown, lf.image)
-            shown = lf.image
-            words = lf.words if lf.words is not None else gr.skip()
-            yield gr.skip() if same else lf.image, lf.status, words, plot_update
+        files = FrameFiles(stream_folder(gr_utils.get_upload_folder()), on_delete=live.temp_files.discard)
+        words, changed = None, _changes()
+        try:
+            for lf in session.stream():
+                words = lf.words if lf.words is not None else words
+                out = (files.publish(lf.image), lf.status, words)
+                if changed(out):
+                    yield out
+        finally:
+            files.close()
+
+    def plot_stream(request: gr.Request):
+        """The executed-action plot, checked every ``PLOT_PERIOD_S``, sent when it changed (or as keep-alive)."""
+        session, changed = session_of(request), _changes()
+        while not session.closed:
+            rows = session.action_rows()
+            if changed(rows):
+                yield _actions_frame(rows)
+            time.sleep(PLOT_PERIOD_S)
 
     def set_keys(value: str, request: gr.Request) -> None:
         import json
@@ -114,7 +144,7 @@ def _live_tab(ctx, session_of) -> None:
     sensitivity.change(with_session("set_sensitivity", True), sensitivity, None, api_name="set_sensitivity", **fast)
     gr.on([overlays.change, layer.change], set_overlays, [overlays, layer], None, api_name="set_overlays", **fast)
     keys.change(set_keys, keys, None, api_name="keys", api_visibility="private", trigger_mode="always_last", **fast)
-    return {"live": live, "status": status, "words": words, "plot": plot, "stream": stream}
+    return {"live": live, "status": status, "words": words, "plot": plot, "stream": stream, "plot_stream": plot_stream}
 
 
 def _probe_tab(session_of) -> None:
@@ -193,6 +223,19 @@ def _webcam_labelling(session_of) -> None:
     discard.click(discard_take, None, status, api_name="discard_webcam_episode", **fast)
 
 
+def _poll_while_shown(tabs, timers: dict) -> None:
+    """Each tab's progress timer ticks only while that tab is shown: with every tab of every session
+    polling once a second, 4 sessions spent a visible share of the 2 cores redrawing hidden panels."""
+    owners = list(timers)
+
+    def states(shown):
+        return [gr.Timer(active=owner is shown) for owner in owners]
+
+    for tab in tabs:
+        tab.select(functools.partial(states, tab), None, [timers[o] for o in owners], api_visibility="private",
+                   show_progress="hidden", concurrency_limit=None)
+
+
 def build_demo(ctx) -> gr.Blocks:
     """The whole page for one :class:`~vla_demo.ui.context.AppContext`."""
 
@@ -202,21 +245,24 @@ def build_demo(ctx) -> gr.Blocks:
     with gr.Blocks(title="vla-demo", analytics_enabled=False, delete_cache=(60, 600)) as demo:
         gr.Markdown("## vla-demo: a vision-language-action policy you can watch, steer and retrain")
         session_state = gr.State(None)
-        with gr.Tab("Live"):
+        with gr.Tab("Live") as live_tab:
             live = _live_tab(ctx, session_of)
-        with gr.Tab("Record"):
+        with gr.Tab("Record") as rec_tab:
             record_tab.build(ctx, session_of)
-        with gr.Tab("Fine-tune"):
-            finetune_tab.build(ctx, session_state)
-        with gr.Tab("Evaluate"):
-            evaluate_tab.build(ctx, session_state)
-        with gr.Tab("Webcam"):
+        with gr.Tab("Fine-tune") as ft_tab:
+            ft_timer = finetune_tab.build(ctx, session_state)
+        with gr.Tab("Evaluate") as ev_tab:
+            ev_timer = evaluate_tab.build(ctx, session_state)
+        with gr.Tab("Webcam") as cam_tab:
             _webcam_tab(session_of)
-        with gr.Tab("Probe"):
+        with gr.Tab("Probe") as probe_tab:
             _probe_tab(session_of)
+        _poll_while_shown([live_tab, rec_tab, ft_tab, ev_tab, cam_tab, probe_tab], {ft_tab: ft_timer, ev_tab: ev_timer})
 
-        demo.load(live["stream"], None, [live["live"], live["status"], live["words"], live["plot"]],
+        demo.load(live["stream"], None, [live["live"], live["status"], live["words"]],
                   api_name="live_stream", show_progress="hidden", concurrency_limit=None)
+        demo.load(live["plot_stream"], None, live["plot"], api_name="action_plot_stream", show_progress="hidden",
+                  concurrency_limit=None)
 
         def unload(request: gr.Request) -> None:
             ctx.close_session(request.session_hash)

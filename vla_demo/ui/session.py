@@ -47,7 +47,6 @@ class LiveFrame:
     image: np.ndarray
     status: str
     words: list[tuple[str, float]] | None = None
-    actions: list[tuple[int, str, float]] | None = None  # (step, dimension, value) rows, when changed
 
 
 @dataclass
@@ -506,10 +505,12 @@ class Session:
         return None if pred is None or pred.attention is None else list(pred.attention.words)
 
     def action_rows(self) -> list[tuple[int, str, float]]:
+        """(step, dimension, value) of the last ``PLOT_POINTS`` executed actions, for the plot."""
         from vla_demo.constants import ACTION_NAMES
 
-        start = self._t - len(self.history)
-        return [(start + i, ACTION_NAMES[d], float(a[d])) for i, a in enumerate(self.history) for d in range(7)]
+        with self.lock:
+            start, history = self._t - len(self.history), list(self.history)
+        return [(start + i, ACTION_NAMES[d], float(a[d])) for i, a in enumerate(history) for d in range(7)]
 
     def stream(self, max_frames: int | None = None):
         """Yield :class:`LiveFrame` s forever (or ``max_frames``), paced at the control rate times the speed,
@@ -526,14 +527,29 @@ class Session:
                 with self.lock:
                     image = self.compose(f)
                     last = i == len(frames) - 1
-                    live = LiveFrame(image, self.status(), self.words() if last else None,
-                                     self.action_rows() if last and stepped else None)
+                    live = LiveFrame(image, self.status(), self.words() if last else None)
                 self.rates.frame(time.perf_counter())
                 yield live
                 n += 1
                 wait = t0 + period * (i + 1) / len(frames) - time.perf_counter()
+                if stepped and last:
+                    self._shed_frames(-wait / period)
                 if wait > 0:
                     time.sleep(wait)
+
+    def _shed_frames(self, late: float) -> None:
+        """Keep the control rate before the smoothness: while a control step (its frames included)
+        overruns its period by more than 10% (``late``, a fraction of the period), the next steps
+        render one in-between display frame fewer; with 40% to spare, one more (up to
+        ``render_substeps``). Under load (several sessions on 2 cores) this is what holds a
+        session near its control rate."""
+        c = self.control
+        current = self.render_substeps if c.render_substeps is None else c.render_substeps
+        if late > 0.1:
+            current -= 1
+        elif late < -0.4:
+            current += 1
+        c.render_substeps = int(np.clip(current, 0, self.render_substeps))
 
     # ------------------------------------------------------------------ probe and webcam
     def current_frame(self) -> np.ndarray:
