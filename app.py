@@ -51,9 +51,11 @@ def main(argv=None) -> int:
     if not 16 <= args.camera_size <= 512:
         raise SystemExit(f"--camera-size must be in 16..512, got {args.camera_size}")
     os.environ.setdefault("GRADIO_HEARTBEAT_INTERVAL", "5")  # a closed tab frees its sim within seconds
-    from vla_demo.ui.memory import limit_malloc_arenas
+    from vla_demo.ui.memory import MallocTrimmer, limit_malloc_arenas
 
     limit_malloc_arenas()  # before Gradio's worker threads exist: RSS stays flat under many sessions
+    trimmer = MallocTrimmer()
+    trimmer.start()
     from vla_demo.ui.app import make_context
     from vla_demo.ui.layout import build_demo, launch_kwargs
 
@@ -66,6 +68,7 @@ def main(argv=None) -> int:
         demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs(ctx, auth))
     finally:
         ctx.close()
+        trimmer.stop()
     return 0
 
 

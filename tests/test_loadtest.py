@@ -92,3 +92,22 @@ def test_two_operators_against_a_launched_app(tmp_path, tiny_policy_dir, capsys)
     assert "| session | frames |" in printed and "app RSS" in printed
     assert not Path(f"/proc/{memory['pid']}").exists()  # the launched app was stopped and reaped
     assert report["app_exit"]["killed"] is False  # it went on Ctrl-C, with its sessions closed
+
+
+def test_the_launched_app_answers_ctrl_c_even_from_a_background_shell():
+    """A shell's background job inherits SIGINT ignored; the app it launches must not."""
+    import signal
+    import subprocess
+    import sys
+
+    from vla_demo.loadtest import _default_sigint
+
+    code = "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        inherited = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60).stdout
+        restored = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                                  preexec_fn=_default_sigint).stdout
+    finally:
+        signal.signal(signal.SIGINT, old)
+    assert inherited.strip() == "False" and restored.strip() == "True"

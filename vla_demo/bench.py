@@ -193,17 +193,17 @@ def bench_train(repeats: int = 10, batch: int = 32) -> list[Row]:
 
 
 def bench_app(repeats: int = 60, sessions: int = 4) -> list[Row]:
-    """Unthrottled live-loop rate (sim step + render + policy + overlays + JPEG encode) of one session,
-    and of each of ``sessions`` sessions stepping at once, against the bare front render."""
+    """Unthrottled live-loop rate (sim step + render + policy + overlays + the JPEG file the page
+    fetches) of one session, and of each of ``sessions`` sessions stepping at once, against the bare
+    front render."""
     import tempfile
     import threading
-
-    import cv2
 
     from vla_demo.policy import LanguageConditionedPolicy
     from vla_demo.sim.env import TabletopEnv
     from vla_demo.recipes import DEFAULT_MODEL
     from vla_demo.ui.app import make_context
+    from vla_demo.ui.frames import FrameFiles, stream_folder
 
     env = TabletopEnv()
     env.reset(seed=0, options={"family": "pick", "n_objects": 5})
@@ -221,14 +221,16 @@ def bench_app(repeats: int = 60, sessions: int = 4) -> list[Row]:
             s.render_substeps = 0
             s.reset(seed=len(out), family="pick")
             s.run()
+            files = FrameFiles(stream_folder(tmp))  # the JPEG file the page fetches, as the app writes it
 
             def one():
                 if s.advance() is None:  # episode over: start another
                     s.reset(family="pick")
                     s.run()
-                cv2.imencode(".jpg", s.compose(s._obs["observation.images.front"]))
+                files.publish(s.compose(s._obs["observation.images.front"]))
 
             out.append(median_rate_hz(one, n))
+            files.close()
 
         single: list[float] = []
         loop_rates("bench-0", repeats, single)

@@ -133,6 +133,13 @@ class MemoryProbe:
 # ----------------------------------------------------------------------------- a launched app
 
 
+def _default_sigint() -> None:
+    """In the launched app, before exec: SIGINT back to its default. A load test started in the
+    background of a shell (``... &``) inherits SIGINT ignored, and so would the app, which then
+    never saw the Ctrl-C that :meth:`LaunchedApp.close` sends and was killed after the grace period."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 class LaunchedApp:
     """``python app.py`` on a free loopback port with a temporary data root and Gradio cache."""
 
@@ -151,7 +158,8 @@ class LaunchedApp:
                 "--data-root", str(self.root / "data"), "--camera-size", str(camera_size)]
         with open(self.log_path, "wb") as log:
             self.proc = subprocess.Popen(args, cwd=APP_PY.parent, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         start_new_session=True)  # its own process group: our Ctrl-C is ours
+                                         start_new_session=True,  # its own process group: our Ctrl-C is ours
+                                         preexec_fn=_default_sigint)
         self.pid = self.proc.pid
 
     def wait_ready(self, timeout: float = 300.0) -> None:
@@ -191,8 +199,11 @@ class LaunchedApp:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=30)
+        out = {"exit_s": round(time.monotonic() - t0, 1), "killed": killed}
+        if killed:  # what the app printed last says where it was stuck (the folder goes next)
+            out["log_tail"] = self.log_tail(2000)
         shutil.rmtree(self.root, ignore_errors=True)
-        return {"exit_s": round(time.monotonic() - t0, 1), "killed": killed}
+        return out
 
 
 # ----------------------------------------------------------------------------- the run

@@ -53,7 +53,7 @@ def heatmap(frame: np.ndarray, grid: np.ndarray, alpha: float = 0.45) -> np.ndar
     return cv2.blendLinear(np.ascontiguousarray(frame, dtype=np.uint8), colour, keep, weight)
 
 
-@functools.lru_cache(maxsize=16)
+@functools.lru_cache(maxsize=8)  # ~1.6 MB each at 384 px: a map or two per live session
 def _heat_layers(grid_bytes: bytes, shape: tuple[int, int], h: int, w: int, alpha: float):
     """The colour layer and the two per-pixel blend weights of one attention map at one size.
 
