@@ -38,6 +38,20 @@ def median_rate_hz(fn: Callable[[], Any], repeats: int, warmup: int = 3) -> floa
     return 1.0 / float(np.median(durations_s(fn, repeats, warmup)))
 
 
+def interleaved_rates_hz(fns: dict[str, Callable[[], Any]], repeats: int, warmup: int = 3) -> dict[str, float]:
+    """Calls per second of each function, timed in turns (a, b, c, a, b, c, ...) so that a ratio
+    between them is not skewed by the machine speeding up or slowing down between two blocks of runs
+    (on a shared 2-core VM the same row moved by 30% between consecutive runs)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for i in range(warmup + repeats):
+        for name, fn in fns.items():
+            t = time.perf_counter()
+            fn()
+            if i >= warmup:
+                times[name].append(time.perf_counter() - t)
+    return {name: 1.0 / float(np.median(ts)) for name, ts in times.items()}
+
+
 def make_rows(values: dict[str, tuple[float, str]], reference: str | None) -> list[Row]:
     """Rows for ``{name: (value, unit)}``, each compared with ``reference`` (one of the names)."""
     ref_value = values[reference][0] if reference else None
@@ -194,8 +208,8 @@ def bench_train(repeats: int = 10, batch: int = 32) -> list[Row]:
 
 def bench_app(repeats: int = 60, sessions: int = 4) -> list[Row]:
     """Unthrottled live-loop rate (sim step + render + policy + overlays + the JPEG file the page
-    fetches) of one session, and of each of ``sessions`` sessions stepping at once, against the bare
-    front render."""
+    fetches) of one session, timed in turns with the bare front render and with the sim's own control
+    step, and the rate of each of ``sessions`` sessions stepping at once."""
     import tempfile
     import threading
 
@@ -207,19 +221,16 @@ def bench_app(repeats: int = 60, sessions: int = 4) -> list[Row]:
 
     env = TabletopEnv()
     env.reset(seed=0, options={"family": "pick", "n_objects": 5})
-    values = {"sim.render_front_hz": (median_rate_hz(env.render, repeats), "Hz")}
-    # The loop's own ceiling: a control step (physics) and its render, nothing else.
-    values["app.sim_step_render_hz"] = (median_rate_hz(lambda: env.step(np.zeros(7, np.float32)), repeats), "Hz")
-    env.close()
     with tempfile.TemporaryDirectory(prefix="vla_bench_") as tmp:
         # The shipped architecture, untrained: the same compute as the default policy.
         LanguageConditionedPolicy.build("default", **DEFAULT_MODEL).save_pretrained(Path(tmp) / "policy")
         ctx = make_context(str(Path(tmp) / "policy"), Path(tmp) / "data", jobs=False)
 
-        def loop_rates(key: str, n: int, out: list) -> None:
+        def live_loop(key: str):
+            """One step of a session's live loop (no in-between frames), and the stream's files."""
             s = ctx.session(key)
             s.render_substeps = 0
-            s.reset(seed=len(out), family="pick")
+            s.reset(seed=0, family="pick")
             s.run()
             files = FrameFiles(stream_folder(tmp))  # the JPEG file the page fetches, as the app writes it
 
@@ -229,21 +240,30 @@ def bench_app(repeats: int = 60, sessions: int = 4) -> list[Row]:
                     s.run()
                 files.publish(s.compose(s._obs["observation.images.front"]))
 
-            out.append(median_rate_hz(one, n))
-            files.close()
+            return one, files
 
-        single: list[float] = []
-        loop_rates("bench-0", repeats, single)
-        values["app.loop_capacity_hz"] = (single[0], "Hz")
+        one, files = live_loop("bench-0")
+        # The loop's own ceiling is a control step (physics) and its render, nothing else.
+        rates = interleaved_rates_hz({"sim.render_front_hz": env.render, "app.sim_step_render_hz":
+                                      lambda: env.step(np.zeros(7, np.float32)), "app.loop_capacity_hz": one}, repeats)
+        files.close()
+        values = {name: (hz, "Hz") for name, hz in rates.items()}
+
+        def loop_rates(key: str, out: list) -> None:
+            step, stream_files = live_loop(key)
+            out.append(median_rate_hz(step, repeats))
+            stream_files.close()
+
         many: list[float] = []
-        threads = [threading.Thread(target=loop_rates, args=(f"bench-{i + 1}", repeats, many)) for i in range(sessions)]
+        threads = [threading.Thread(target=loop_rates, args=(f"bench-{i + 1}", many)) for i in range(sessions)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
         values[f"app.loop_hz_{sessions}_sessions"] = (min(many), "Hz")
-        values["app.loop_share_of_sim_step"] = (single[0] / values["app.sim_step_render_hz"][0], "ratio")
+        values["app.loop_share_of_sim_step"] = (rates["app.loop_capacity_hz"] / rates["app.sim_step_render_hz"], "ratio")
         ctx.close()
+    env.close()
     rows = [r for r in make_rows(values, "sim.render_front_hz") if r["name"].startswith("app.")]
     for r in rows:
         if r["unit"] == "ratio":  # already a ratio (to the sim's own step): no second one
