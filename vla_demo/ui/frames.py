@@ -21,7 +21,7 @@ from typing import Callable
 
 import numpy as np
 
-JPEG_QUALITY = 85
+JPEG_QUALITY = 75  # Gradio's own default; 85 cost the browser 3 fps on a slow 2-core VM
 KEEP = 64  # files per stream on disk (about 2 s of frames): a page fetches the newest within a frame or two
 
 
