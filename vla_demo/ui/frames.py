@@ -55,7 +55,7 @@ class FrameFiles:
         unchanged, else a new file (written to a temporary name, then renamed)."""
         import cv2
 
-        if self._last is not None and self._last.shape == image.shape and np.array_equal(self._last, image):
+        if self._last is not None and np.array_equal(self._last, image):  # also False for another shape
             return self._paths[-1]
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)  # 15x faster than a numpy channel flip and copy
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.quality])

@@ -16,6 +16,7 @@ dropped: it made a live-loop step 35% slower (ten times the page faults).
 from __future__ import annotations
 
 import ctypes
+import functools
 import os
 import sys
 import threading
@@ -25,6 +26,7 @@ DEFAULT_ARENAS = 2
 TRIM_INTERVAL_S = 30.0
 
 
+@functools.lru_cache(maxsize=1)  # loaded once, shared by the arena cap and the trimmer
 def _libc():
     """glibc's ``libc.so.6`` on Linux, else None (musl and other C libraries have no mallopt)."""
     if not sys.platform.startswith("linux"):
