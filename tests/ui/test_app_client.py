@@ -66,7 +66,7 @@ def test_live_controls_stream_and_record_round_trip(app):
     t = session._t
     assert wait_for(lambda: job.outputs()[-1][1].startswith("E-STOP"))  # the stream goes on...
     assert session._t == t and os.path.isfile(job.outputs()[-1][0])  # ...and the arm does not
-    assert wait_for(lambda: plot.outputs() and len(plot.outputs()[-1]["data"]) == 7 * t)  # the plot follows the steps
+    assert len(session.history) == t and wait_for(lambda: plot.outputs() and shows(plot.outputs()[-1], session.action_chart()))
     assert client.predict(api_name="/pause") == "paused"
     msg, summary, table = client.predict("success", "client-ds", "carol", api_name="/record_save")
     assert "saved episode 0" in msg and "1 episodes" in summary and table["data"][0][5] == "carol"
@@ -84,6 +84,13 @@ def test_live_controls_stream_and_record_round_trip(app):
     assert "not allowed" in client.predict("../../etc", api_name="/dataset_summary")[0]
     job.cancel()
     plot.cancel()
+
+
+def shows(path: str, image: np.ndarray) -> bool:
+    """Is the (lossless PNG) file at ``path`` exactly ``image``? (The action chart follows the steps.)"""
+    from PIL import Image
+
+    return os.path.isfile(path) and np.array_equal(np.asarray(Image.open(path).convert("RGB")), image)
 
 
 def test_probe_webcam_and_jobs_endpoints(app, tmp_path):

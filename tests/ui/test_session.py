@@ -209,3 +209,57 @@ def test_webcam_frames_are_labelled_with_teleop_actions_into_a_webcam_dataset(ma
     assert np.abs(actions[0, :3]).max() > 0 and actions[0, 6] == 1.0  # moving, gripper open
     assert np.allclose(actions[1, :3], 0) and actions[1, 6] == 0.0  # closed, still
     assert r.episode(0)["tasks"] == ["pick up the red cube"] and not s.webcam_recording.frames
+
+
+@pytest.mark.parametrize("latency", [0.0, 0.02, 0.05, 0.09, 0.2])
+def test_frames_are_spaced_evenly_and_fit_in_their_control_period(latency):
+    from vla_demo.ui.session import frame_spacing
+
+    period, n = 0.1, 3
+    gap = frame_spacing(period, n, latency)
+    if latency <= period / n:  # on time: a steady rhythm across steps (last frame -> next first: the same gap)
+        assert gap == pytest.approx(period / n)
+    assert latency + gap * (n - 1) <= period + 1e-9 or gap == 0.0  # never delays the next control step
+    assert gap >= 0.0 and frame_spacing(period, 1, latency) == 0.0
+
+
+def test_an_operator_key_change_starts_the_next_step_at_once(make_ctx):
+    """A held-key change in Teleop mode ends the wait for the next control step: with a period of
+    1000 s (speed 0.0001) the step that executes the key can only come from that."""
+    import threading
+
+    from tests.serving import wait_for
+
+    s = make_ctx().session("a")
+    s.reset(seed=4, family="pick")
+    s.set_mode("teleop")
+    s.run()
+    s.speed = 1e-4
+    shown = []
+    t = threading.Thread(target=lambda: shown.extend(s.stream(max_frames=8)), daemon=True)
+    t.start()
+    assert wait_for(lambda: s._t == 1)  # the first step, then a 1000 s wait
+    y = s._obs["observation.state"][1]
+    s.set_keys(["d"])
+    assert wait_for(lambda: s._t == 2) and s._obs["observation.state"][1] > y
+    s.set_keys(["d"])  # no change: no early step
+    s.set_mode("policy")
+    s.set_keys([])  # the policy drives: keys are not news
+    assert not s._wake.is_set()
+    s.close()  # ends the stream's 1000 s wait
+    t.join(timeout=60)
+    assert not t.is_alive()
+
+
+def test_only_a_new_gamepad_direction_wakes_the_stream(make_ctx):
+    s = make_ctx().session("a")
+    s.reset(seed=4, family="pick")
+    s.set_mode("teleop")
+    s.run()
+    s.set_gamepad(0.5, 0.0, 0.0, False)
+    assert s._wake.is_set()
+    s._wake.clear()
+    s.set_gamepad(0.6, 0.05, 0.0, False)  # the same direction, the stick moved a little
+    assert not s._wake.is_set()
+    s.set_gamepad(0.6, 0.0, 0.0, True)  # the gripper closes
+    assert s._wake.is_set()

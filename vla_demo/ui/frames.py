@@ -22,6 +22,7 @@ from typing import Callable
 import numpy as np
 
 JPEG_QUALITY = 75  # Gradio's own default; 85 cost the browser 3 fps on a slow 2-core VM
+ENCODINGS = {".jpg": "JPEG", ".png": "PNG"}  # photographs; line art (the action chart)
 KEEP = 64  # files per stream on disk (about 2 s of frames): a page fetches the newest within a frame or two
 
 
@@ -40,29 +41,33 @@ class FrameFiles:
     """
 
     def __init__(self, folder: str | os.PathLike, keep: int = KEEP, quality: int = JPEG_QUALITY,
-                 on_delete: Callable[[str], None] | None = None):
+                 on_delete: Callable[[str], None] | None = None, suffix: str = ".jpg"):
         if keep < 2:
             raise ValueError(f"keep must be at least 2 (the file being fetched and the next), got {keep}")
         if not 1 <= quality <= 100:
             raise ValueError(f"quality must be in 1..100, got {quality}")
+        if suffix not in ENCODINGS:
+            raise ValueError(f"suffix must be one of {sorted(ENCODINGS)}, got {suffix!r}")
         self.folder, self.keep, self.quality, self.on_delete = Path(folder), keep, quality, on_delete
+        self.suffix = suffix
         self._paths: deque[str] = deque()
         self._last: np.ndarray | None = None
         self._n = 0
 
     def publish(self, image: np.ndarray) -> str:
-        """The path of a JPEG of ``image`` (H, W, 3) uint8 RGB: the previous one when the pixels are
-        unchanged, else a new file (written to a temporary name, then renamed)."""
+        """The path of a JPEG (or PNG) of ``image`` (H, W, 3) uint8 RGB: the previous one when the pixels
+        are unchanged, else a new file (written to a temporary name, then renamed)."""
         import cv2
 
         if self._last is not None and np.array_equal(self._last, image):  # also False for another shape
             return self._paths[-1]
         bgr = cv2.cvtColor(image, cv2.COLOR_RGB2BGR)  # 15x faster than a numpy channel flip and copy
-        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.quality])
+        params = [cv2.IMWRITE_JPEG_QUALITY, self.quality] if self.suffix == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 1]
+        ok, buf = cv2.imencode(self.suffix, bgr, params)
         if not ok:
-            raise ValueError(f"could not encode a frame of shape {image.shape} as JPEG")
+            raise ValueError(f"could not encode a frame of shape {image.shape} as {ENCODINGS[self.suffix]}")
         self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{self._n:08d}.jpg"
+        path = self.folder / f"{self._n:08d}{self.suffix}"
         tmp = path.with_suffix(".part")
         tmp.write_bytes(buf.tobytes())
         os.replace(tmp, path)

@@ -25,12 +25,8 @@ TELEOP_JS = Path(__file__).with_name("teleop.js")
 OVERLAY_CHOICES = ["attention", "action arrow", "chunk path", "gripper", "goal guess"]
 LAYER_CHOICES = ["rollout", "layer 1", "layer 2", "layer 3", "layer 4", "layer 5", "layer 6"]
 CSS = "#vla-live img {image-rendering: auto;} #vla-status {font-family: monospace; font-size: 0.85em;}"
-PLOT_PERIOD_S = 0.5  # the action plot re-renders client-side: twice a second is plenty
+PLOT_PERIOD_S = 0.5  # the action chart: twice a second is plenty
 KEEPALIVE_S = 1.0  # an unchanged stream still yields this often (see _changes)
-
-
-def _actions_frame(rows) -> pd.DataFrame:
-    return pd.DataFrame(rows or [], columns=["step", "dimension", "value"])
 
 
 def _changes(keepalive_s: float = KEEPALIVE_S):
@@ -56,8 +52,8 @@ def _live_tab(ctx, session_of) -> None:
                             height=ctx.display_size, buttons=[])
             status = gr.Markdown("starting...", elem_id="vla-status")
             words = gr.HighlightedText(label="Per-word attention (readout -> words)", show_legend=False)
-            plot = gr.LinePlot(_actions_frame(None), x="step", y="value", color="dimension", height=220,
-                               title="Executed actions (7 dimensions)")
+            plot = gr.Image(label="Executed actions (each strip spans the action limit; gripper: up = open)",
+                            format="png", interactive=False, elem_id="vla-actions", buttons=[])
         with gr.Column(scale=2):
             with gr.Row():
                 instruction = gr.Textbox(label="Instruction", placeholder="pick up the red cube", max_lines=1, scale=4)
@@ -106,13 +102,19 @@ def _live_tab(ctx, session_of) -> None:
             files.close()
 
     def plot_stream(request: gr.Request):
-        """The executed-action plot, checked every ``PLOT_PERIOD_S``, sent when it changed (or as keep-alive)."""
+        """The executed-action chart (an image drawn on the server: see ``ui/action_chart.py``), checked
+        every ``PLOT_PERIOD_S`` and sent when it changed (or as keep-alive)."""
         session, changed = session_of(request), _changes()
-        while not session.closed:
-            rows = session.action_rows()
-            if changed(rows):
-                yield _actions_frame(rows)
-            time.sleep(PLOT_PERIOD_S)
+        files = FrameFiles(stream_folder(gr_utils.get_upload_folder()), keep=8, suffix=".png",
+                           on_delete=plot.temp_files.discard)
+        try:
+            while not session.closed:
+                path = files.publish(session.action_chart())
+                if changed(path):
+                    yield path
+                time.sleep(PLOT_PERIOD_S)
+        finally:
+            files.close()
 
     def set_keys(value: str, request: gr.Request) -> None:
         import json
@@ -143,7 +145,9 @@ def _live_tab(ctx, session_of) -> None:
     speed.change(with_session("set_speed", True), speed, None, api_name="set_speed", **fast)
     sensitivity.change(with_session("set_sensitivity", True), sensitivity, None, api_name="set_sensitivity", **fast)
     gr.on([overlays.change, layer.change], set_overlays, [overlays, layer], None, api_name="set_overlays", **fast)
-    keys.change(set_keys, keys, None, api_name="keys", api_visibility="private", trigger_mode="always_last", **fast)
+    # Off the queue: one plain POST, no queue round trip between a key press and the step that executes it.
+    keys.change(set_keys, keys, None, api_name="keys", api_visibility="private", trigger_mode="always_last", queue=False,
+                **fast)
     return {"live": live, "status": status, "words": words, "plot": plot, "stream": stream, "plot_stream": plot_stream}
 
 

@@ -37,7 +37,27 @@ KEYMAP_MARKDOWN = (
     "(left stick, triggers up/down, A closes)."
 )
 PAUSED_PERIOD_S = 0.2
+PAD_DEAD_ZONE = 0.15
 PLOT_POINTS = 100
+
+
+def frame_spacing(period: float, n: int, latency: float) -> float:
+    """Seconds between the ``n`` display frames of one control period whose first frame went out
+    ``latency`` s into it: ``period / n``, so that the next step's first frame follows the last one
+    by the same gap (a browser drops an image whose successor arrives before it has loaded; frames
+    sent 10 ms apart reached the screen at a third of the rate sent), or less when the step ran long,
+    so that the frames still fit in the period and pacing never delays the next control step."""
+    if n <= 1:
+        return 0.0
+    return max(0.0, min(period / n, (period - latency) / (n - 1)))
+
+
+def _wait_until(deadline: float, wake: threading.Event) -> float:
+    """Sleep until ``deadline`` (``time.perf_counter`` s) or until ``wake`` is set; returns the seconds slept."""
+    start = time.perf_counter()
+    if deadline > start:
+        wake.wait(deadline - start)
+    return time.perf_counter() - start
 
 
 @dataclass
@@ -101,6 +121,11 @@ class TimedPolicy:
         return a
 
 
+def _pad_direction(pad: tuple[float, float, float, bool]) -> tuple:
+    """The gamepad's discrete state: each axis's sign outside the dead zone, and the gripper."""
+    return (*(int(np.sign(v)) if abs(v) > PAD_DEAD_ZONE else 0 for v in pad[:3]), bool(pad[3]))
+
+
 @dataclass
 class Teleop:
     """Held-key and gamepad state from the browser, turned into an action each control step."""
@@ -111,7 +136,7 @@ class Teleop:
     takeover: bool = False  # Shared mode: the operator has the arm until the hand-back key
 
     def moving(self) -> bool:
-        return bool(set(self.keys) & (set(TELEOP_KEYS) | set(GRIPPER_KEYS))) or any(abs(v) > 0.15 for v in self.gamepad[:3]) or self.gamepad[3]
+        return bool(set(self.keys) & (set(TELEOP_KEYS) | set(GRIPPER_KEYS))) or any(abs(v) > PAD_DEAD_ZONE for v in self.gamepad[:3]) or self.gamepad[3]
 
     def action(self, max_translation: float) -> np.ndarray:
         a = np.zeros(7, np.float32)
@@ -167,6 +192,7 @@ class Session:
         self.message = ""
         self.history: deque[np.ndarray] = deque(maxlen=PLOT_POINTS)
         self._step_requested = False
+        self._wake = threading.Event()  # ends the stream's wait: operator input, Run, Step, close
         self._gen = None
         self._frames: list[np.ndarray] = []
         self._prediction, self._prediction_age = None, 0
@@ -244,6 +270,7 @@ class Session:
             if self._gen is None:
                 return self._say("the episode is over: press Reset for a new one")
             self.running, self.estopped = True, False
+        self._wake.set()  # from a paused stream's wait
         return self._say("running")
 
     def pause(self) -> str:
@@ -254,6 +281,7 @@ class Session:
     def step(self) -> str:
         with self.lock:
             self.running, self._step_requested = False, True
+        self._wake.set()
         return self._say("one step")
 
     def estop(self) -> str:
@@ -274,18 +302,30 @@ class Session:
         """Held keys from the browser (a list of key names); in Shared mode any input takes over."""
         names = frozenset(str(k).lower()[:16] for k in (keys or [])[:16]) if isinstance(keys, (list, tuple)) else frozenset()
         with self.lock:
+            before = (self.teleop.keys, self.teleop.takeover)
             if HAND_BACK_KEY in names and self.mode == "shared":
                 self.teleop.takeover = False
             self.teleop.keys = names - {HAND_BACK_KEY}
             if self.mode == "shared" and self.teleop.moving():
                 self.teleop.takeover = True
+            self._input_news(before != (self.teleop.keys, self.teleop.takeover))
 
     def set_gamepad(self, x: float, y: float, z: float, grip: bool) -> None:
         vals = [float(np.clip(np.nan_to_num(v), -1, 1)) for v in (x, y, z)]
         with self.lock:
+            before = (_pad_direction(self.teleop.gamepad), self.teleop.takeover)
             self.teleop.gamepad = (*vals, bool(grip))
             if self.mode == "shared" and self.teleop.moving():
                 self.teleop.takeover = True
+            # an analog stick changes all the time: only a new direction (or grip) is news
+            self._input_news(before != (_pad_direction(self.teleop.gamepad), self.teleop.takeover))
+
+    def _input_news(self, changed: bool) -> None:
+        """Wake the stream for a changed input that drives the arm (Teleop mode, a Shared takeover, or a
+        hand-back), so the step that executes it starts now instead of at the end of the period
+        (key-to-motion latency). The policy's own steps keep the control rate."""
+        if changed and self.running and self.mode != "policy":
+            self._wake.set()
 
     def set_speed(self, speed: float) -> None:
         self.speed = float(np.clip(speed or 1.0, 0.1, 2.0))
@@ -504,38 +544,48 @@ class Session:
         pred = self._prediction
         return None if pred is None or pred.attention is None else list(pred.attention.words)
 
-    def action_rows(self) -> list[tuple[int, str, float]]:
-        """(step, dimension, value) of the last ``PLOT_POINTS`` executed actions, for the plot."""
-        from vla_demo.constants import ACTION_NAMES
+    def action_chart(self) -> np.ndarray:
+        """The executed actions of the last ``PLOT_POINTS`` steps, drawn (see ``ui/action_chart.py``)."""
+        from vla_demo.ui import action_chart
 
         with self.lock:
-            start, history = self._t - len(self.history), list(self.history)
-        return [(start + i, ACTION_NAMES[d], float(a[d])) for i, a in enumerate(history) for d in range(7)]
+            start, history = self._t - len(self.history), np.asarray(self.history, np.float32)
+        return action_chart.draw(history, start, self.env.config.action.low_high()[1], points=PLOT_POINTS)
 
     def stream(self, max_frames: int | None = None):
         """Yield :class:`LiveFrame` s forever (or ``max_frames``), paced at the control rate times the speed,
-        with the sim's intermediate frames spread over each control period."""
-        n = 0
+        with the sim's in-between frames spread evenly over each control period (:func:`frame_spacing`).
+        A change of the operator's input while they drive ends the wait at once: the next control
+        step, which executes it, starts without waiting out the period (the rest of the current
+        step's in-between frames, which show the old motion, are dropped). Run, Step and close end
+        it too."""
+        n, wake = 0, self._wake
         while not self.closed and (max_frames is None or n < max_frames):
             t0 = time.perf_counter()
+            wake.clear()
             frames = self.advance()
             stepped = frames is not None
             if not stepped:
                 frames = [self._obs[OBS_IMAGE_FRONT]]
             period = 1.0 / (self.env.config.control_hz * self.speed) if stepped else PAUSED_PERIOD_S
+            first = spacing = slept = 0.0
             for i, f in enumerate(frames):
+                if i:
+                    slept += _wait_until(first + spacing * i, wake)
+                    if wake.is_set():
+                        break
                 with self.lock:
                     image = self.compose(f)
-                    last = i == len(frames) - 1
-                    live = LiveFrame(image, self.status(), self.words() if last else None)
+                    live = LiveFrame(image, self.status(), self.words() if i == len(frames) - 1 else None)
                 self.rates.frame(time.perf_counter())
                 yield live
                 n += 1
-                wait = t0 + period * (i + 1) / len(frames) - time.perf_counter()
-                if stepped and last:
-                    self._shed_frames(-wait / period)
-                if wait > 0:
-                    time.sleep(wait)
+                if i == 0:
+                    first = time.perf_counter()
+                    spacing = frame_spacing(period, len(frames), first - t0)
+            if stepped and not wake.is_set():  # the share of the period the step and its frames took, waits not counted
+                self._shed_frames((time.perf_counter() - t0 - slept) / period - 1.0)
+            _wait_until(t0 + period, wake)
 
     def _shed_frames(self, late: float) -> None:
         """Keep the control rate before the smoothness: while a control step (its frames included)
@@ -623,6 +673,7 @@ class Session:
     def close(self) -> None:
         with self.lock:
             self.closed = True
+            self._wake.set()  # the stream ends now, not after its wait
             self.control.stop.set()
             self.recording.frames = []
             self.env.close()
