@@ -34,6 +34,11 @@ DEFAULT_MODEL = {"keypoints": 16, "state_dropout": 0.15, "goal_head": True}
 
 FINETUNE_STEPS = 400
 FINETUNE_LR = 3e-4
+# HG-DAgger: in a corrected episode the policy's own frames are labelled with the policy's own
+# (possibly wrong: that is why the operator took over) actions, so a fine-tune learns from the
+# frames the operator drove. Weights are relative within a dataset: one with no intervention frames
+# (a policy-only or plain teleop recording) is drawn from uniformly.
+HG_DAGGER_WEIGHT = 1000.0
 CORRECTION_SHARE = 0.1
 CORRECTION_EPISODES = 10
 
@@ -89,37 +94,60 @@ def default_policy(command: str, steps: int | None = None, seed: int = 0, episod
     return out
 
 
-def fine_tune(init_from: str | Path, new: list[str | Path], replay: list[str | Path], out: str | Path,
-              steps: int = FINETUNE_STEPS, replay_fractions: dict[str, float] | None = None, seed: int = 0,
-              command: str = "", progress=None, stop=None) -> Path:
-    """Fine-tune a checkpoint on new episodes, half of every batch a replay of earlier data.
+def finetune_config(init_from: str | Path | None, new: list[str | Path], replay: list[str | Path], out: str | Path,
+                    steps: int = FINETUNE_STEPS, replay_share: float = 0.5, replay_fractions: dict[str, float] | None = None,
+                    lr: float = FINETUNE_LR, batch_size: int = 32, seed: int = 0, command: str = ""):
+    """The TrainConfig of a fine-tune (this recipe and the app's fine-tune jobs share it).
 
     Args:
-        init_from: the checkpoint to start from.
-        new: datasets with the new episodes (their intervention frames are up-weighted).
-        replay: the data the checkpoint was trained on (empty: new data only).
+        init_from: the checkpoint to start from (its chunk size is kept); None trains from scratch.
+        new: datasets with the new episodes; where they hold intervention frames, training draws
+            from those (``HG_DAGGER_WEIGHT``).
+        replay: the data the checkpoint was trained on, ``replay_share`` of every batch (empty: none).
         replay_fractions: family shares the original run applied to ``replay`` (so the replay is
             the same data the checkpoint saw).
     """
+    import json
+
     from vla_demo.config import TrainConfig
+
+    if not new:
+        raise ValueError("a fine-tune needs at least one dataset of new episodes")
+    share = replay_share if replay else 0.0
+    weights = [(1 - share) / len(new)] * len(new) + [share / max(len(replay), 1)] * len(replay)
+    chunk = 8
+    if init_from is not None:
+        chunk = int(json.loads((Path(init_from) / "config.json").read_text(encoding="utf-8"))["model"]["chunk_size"])
+    return TrainConfig(datasets=[str(d) for d in [*new, *replay]], weights=weights, out=str(out),
+                       init_from=None if init_from is None else str(init_from), chunk_size=chunk, steps=steps,
+                       batch_size=batch_size, lr=lr, warmup_steps=max(1, min(100, steps // 10)), seed=seed,
+                       intervention_weight=HG_DAGGER_WEIGHT, ckpt_every=max(1, min(500, steps // 4)),
+                       val_every=max(1, min(250, steps // 4)), command=command,
+                       family_fractions=[None] * len(new) + [replay_fractions or None] * len(replay))
+
+
+def fine_tune(init_from: str | Path, new: list[str | Path], replay: list[str | Path], out: str | Path,
+              steps: int = FINETUNE_STEPS, replay_fractions: dict[str, float] | None = None, seed: int = 0,
+              command: str = "", progress=None, stop=None) -> Path:
+    """Fine-tune a checkpoint on new episodes, half of every batch a replay of earlier data
+    (:func:`finetune_config`); returns the new policy folder."""
     from vla_demo.train import train
 
-    datasets = [str(d) for d in [*new, *replay]]
-    if not new:
-        raise ValueError("fine_tune needs at least one dataset of new episodes")
-    share = 0.5 if replay else 1.0
-    weights = [share / len(new)] * len(new) + ([(1 - share) / len(replay)] * len(replay) if replay else [])
-    cfg = TrainConfig(datasets=datasets, out=str(out), weights=weights, init_from=str(init_from), steps=steps,
-                      batch_size=32, lr=FINETUNE_LR, warmup_steps=max(1, steps // 10), seed=seed, command=command,
-                      val_every=max(1, steps // 2), ckpt_every=max(1, steps // 2),
-                      family_fractions=[None] * len(new) + [replay_fractions or None] * len(replay))
+    cfg = finetune_config(init_from, new, replay, out, steps=steps, replay_fractions=replay_fractions, seed=seed,
+                          command=command)
     return train(cfg, progress=progress, stop=stop)
 
 
 def correction_loop(family: str, command: str, steps: int | None = None, seed: int = 0,
-                    episodes: int = 100) -> Path:
+                    episodes: int = 100, reuse: str | Path | None = None, finetune_steps: int = FINETUNE_STEPS) -> Path:
     """Run the correction-loop experiment for ``family``; returns the run folder with ``report.json``
-    and ``report.md`` (before/after success with 95% intervals and the difference's interval)."""
+    and ``report.md`` (before/after success with 95% intervals and the difference's interval).
+
+    ``reuse``: an earlier run folder of this experiment whose variant and recorded corrections are
+    taken as they are (the expensive half: 30+ minutes of training); the fine-tune and both
+    evaluations run again, and the report replaces the earlier one (which is kept as
+    ``report-<time>.json``). For changing the fine-tune recipe without retraining the variant.
+    """
     from vla_demo.config import TrainConfig
     from vla_demo.correction import record_corrections
     from vla_demo.evaluate import difference_interval, evaluate
@@ -128,26 +156,59 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     demos = data_root() / "datasets" / "default-demos"
     if not (demos / "meta" / "info.json").exists():
         raise FileNotFoundError(f"{demos} is missing: run `python -m vla_demo train --preset default` first")
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    run = data_root() / "runs" / f"correction-{family}-{stamp}"
     shares = {family: CORRECTION_SHARE}
-    variant = train(TrainConfig(datasets=[str(demos)], out=str(run / "variant"), steps=steps or DEFAULT_STEPS, batch_size=64,
-                                lr=1e-3, warmup_steps=200, seed=seed, command=command, val_every=500, ckpt_every=1000,
-                                model_overrides=DEFAULT_MODEL, family_fractions=shares))
+    if reuse is None:
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        run = data_root() / "runs" / f"correction-{family}-{stamp}"
+        variant = train(TrainConfig(datasets=[str(demos)], out=str(run / "variant"), steps=steps or DEFAULT_STEPS, batch_size=64,
+                                    lr=1e-3, warmup_steps=200, seed=seed, command=command, val_every=500, ckpt_every=1000,
+                                    model_overrides=DEFAULT_MODEL, family_fractions=shares))
+        corrections = data_root() / "datasets" / f"corrections-{family}-{stamp}"
+        recorded = record_corrections(variant, family, CORRECTION_EPISODES, corrections, seed=seed)
+    else:
+        run, variant, corrections = _reused_run(Path(reuse), family)
+        recorded = _recorded_summary(corrections)
     eval_kw = dict(split="train", episodes_per_family=episodes, seed=seed + 1, families=(family,), baselines=False)
     before = evaluate(str(variant), **eval_kw)
-    corrections = data_root() / "datasets" / f"corrections-{family}-{stamp}"
-    recorded = record_corrections(variant, family, CORRECTION_EPISODES, corrections, seed=seed)
     t0 = time.time()
-    tuned = fine_tune(variant, [corrections], [demos], run / "finetune", replay_fractions=shares, seed=seed, command=command)
+    tuned = fine_tune(variant, [corrections], [demos], run / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}",
+                      steps=finetune_steps, replay_fractions=shares, seed=seed, command=command)
     finetune_s = time.time() - t0
     after = evaluate(str(tuned), **eval_kw)
     report = _loop_report(family, before, after, recorded, finetune_s, difference_interval)
+    report["recipe"] = {"finetune_steps": finetune_steps, "finetune_lr": FINETUNE_LR, "intervention_weight": HG_DAGGER_WEIGHT,
+                        "variant": str(variant), "corrections": str(corrections), "finetune": str(tuned), "command": command}
     from vla_demo.data import format as fmt
 
+    if (run / "report.json").exists():
+        (run / "report.json").rename(run / f"report-{time.strftime('%Y%m%d-%H%M%S')}.json")
     fmt.write_json(run / "report.json", report)
     (run / "report.md").write_text(report["markdown"], encoding="utf-8")
     return run
+
+
+def _reused_run(run: Path, family: str) -> tuple[Path, Path, Path]:
+    """(run, variant checkpoint, corrections dataset) of an earlier correction-loop run of ``family``."""
+    prefix = f"correction-{family}-"
+    if not run.name.startswith(prefix):
+        raise ValueError(f"{run} is not a correction-loop run of {family!r} (expected a folder named {prefix}<time>)")
+    variant = run / "variant" / "policy"
+    corrections = data_root() / "datasets" / f"corrections-{family}-{run.name[len(prefix):]}"
+    for path, what in ((variant / "config.json", "variant checkpoint"), (corrections / "meta" / "info.json", "corrections dataset")):
+        if not path.exists():
+            raise FileNotFoundError(f"the {what} of {run} is missing: {path.parent}")
+    return run, variant, corrections
+
+
+def _recorded_summary(corrections: Path) -> dict[str, Any]:
+    """What ``record_corrections`` returned, recounted from the dataset it wrote."""
+    from vla_demo.data.reader import DatasetReader
+
+    r = DatasetReader(corrections)
+    flags = [r.episode_columns(e)["intervention"] for e in range(r.num_episodes)]
+    return {"saved": r.num_episodes, "successes": sum(bool(r.episode(e)["success"]) for e in range(r.num_episodes)),
+            "intervention_frames": int(sum(f.sum() for f in flags)), "frames": int(sum(len(f) for f in flags)),
+            "dataset": str(corrections)}
 
 
 def _loop_report(family: str, before: dict, after: dict, recorded: dict, finetune_s: float, diff_ci) -> dict[str, Any]:

@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from vla_demo.constants import FAMILIES, SPLITS
+from vla_demo.recipes import FINETUNE_LR
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +165,7 @@ class JobManager:
         return sorted(p.name for p in folder.iterdir() if not p.name.startswith(".") and (p / "meta" / "info.json").is_file())
 
     def submit_finetune(self, datasets: list[str], steps: int = 300, base: str | None = None,
-                        eval_episodes: int | None = None, batch_size: int = 32, lr: float = 3e-4, seed: int = 0) -> str:
+                        eval_episodes: int | None = None, batch_size: int = 32, lr: float | None = None, seed: int = 0) -> str:
         """Queue a fine-tune of version ``base`` (default: the active one) on the named datasets.
 
         Returns the job id; bad input raises ValueError with a message for the operator.
@@ -173,6 +174,7 @@ class JobManager:
         steps = _check_int("steps", steps, 1, MAX_STEPS)
         episodes = _check_int("evaluation episodes", self.eval_episodes if eval_episodes is None else eval_episodes, 0, 200)
         _check_int("batch size", batch_size, 1, 1024)
+        lr = FINETUNE_LR if lr is None else lr
         if not 0 < float(lr) < 1:
             raise ValueError(f"learning rate must be in (0, 1), got {lr}")
         base = base or self.registry.active
@@ -546,22 +548,13 @@ def run_replay(spec: dict[str, Any], folder: Path, report: ProgressWriter, stop:
 
 
 def finetune_config(spec: dict[str, Any], out: Path, job_id: str):
-    """The TrainConfig of a fine-tune job (replay share mixed in; chunk size from the parent)."""
-    from vla_demo.config import TrainConfig
+    """The TrainConfig of a fine-tune job: the recipe's (``recipes.finetune_config``), with the job's
+    steps, rate and the app's replay share."""
+    from vla_demo.recipes import finetune_config as recipe
 
-    datasets, weights = list(spec["datasets"]), None
-    if spec.get("replay"):
-        share = float(spec["replay_share"])
-        weights = [(1 - share) / len(datasets)] * len(datasets) + [share]
-        datasets.append(spec["replay"])
-    chunk = 8
-    if spec["init_from"]:
-        chunk = int(json.loads((Path(spec["init_from"]) / "config.json").read_text(encoding="utf-8"))["model"]["chunk_size"])
-    steps = spec["steps"]
-    return TrainConfig(datasets=datasets, weights=weights, out=str(out), init_from=spec["init_from"], chunk_size=chunk,
-                       steps=steps, batch_size=spec["batch_size"], lr=spec["lr"], warmup_steps=min(100, steps // 10),
-                       seed=spec["seed"], ckpt_every=max(1, min(500, steps // 4)), val_every=max(1, min(250, steps // 4)),
-                       command=f"app fine-tune job {job_id} from {spec['base']} on {', '.join(spec['names'])}")
+    return recipe(spec["init_from"], list(spec["datasets"]), [spec["replay"]] if spec.get("replay") else [], out,
+                  steps=spec["steps"], replay_share=float(spec["replay_share"]), lr=spec["lr"], batch_size=spec["batch_size"],
+                  seed=spec["seed"], command=f"app fine-tune job {job_id} from {spec['base']} on {', '.join(spec['names'])}")
 
 
 def affected_families(datasets: list[str]) -> list[str]:
