@@ -146,6 +146,13 @@ def test_evaluate_expert_report_has_the_contract_keys(tmp_path):
     assert two["episodes"] == 2 and 0 <= two["rate"] <= 1
 
 
+def test_evaluate_can_skip_the_baselines_and_the_two_candidate_test():
+    report = evaluate("expert", split="train", episodes_per_family=2, seed=3, families=("reach",), workers=1,
+                      baselines=False, two_candidates=False)
+    assert report["families"]["reach"]["episodes"] == 2 and report["baselines"] == {}
+    assert report["two_candidates"] == {"episodes": 0, "instructed_target": 0, "rate": 0.0}
+
+
 def test_evaluate_rejects_unknown_policies_and_splits(env):
     with pytest.raises(ValueError, match="unknown split"):
         evaluate("expert", split="test")

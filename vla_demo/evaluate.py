@@ -335,8 +335,10 @@ def evaluate(
     clips_dir: str | os.PathLike | None = None,
     clips_per_family: int = 2,
     baselines: bool = True,
+    two_candidates: bool = True,
 ) -> dict[str, Any]:
-    """Evaluate a policy and return the eval JSON of ARCHITECTURE section 4."""
+    """Evaluate a policy and return the eval JSON of ARCHITECTURE section 4 (``two_candidates=False``
+    skips the two-candidate language test: its block then reports 0 episodes)."""
     from vla_demo.sim.tasks import check_split
 
     check_split(split)
@@ -351,7 +353,7 @@ def evaluate(
         for s in episode_seeds(seed, fam, episodes_per_family):
             for mode in modes:
                 jobs.append(EpisodeJob(policy, fam, split, s, mode, keep_frames=mode == "policy" and clips_dir is not None))
-    n_two = max(len(families), episodes_per_family)
+    n_two = max(len(families), episodes_per_family) if two_candidates else 0
     two_fams = [f for f in families if f != "push"] or list(families)
     for i in range(n_two):
         fam = two_fams[i % len(two_fams)]

@@ -168,7 +168,8 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     else:
         run, variant, corrections = _reused_run(Path(reuse), family)
         recorded = _recorded_summary(corrections)
-    eval_kw = dict(split="train", episodes_per_family=episodes, seed=seed + 1, families=(family,), baselines=False)
+    eval_kw = dict(split="train", episodes_per_family=episodes, seed=seed + 1, families=(family,), baselines=False,
+                   two_candidates=False)
     before = evaluate(str(variant), **eval_kw)
     t0 = time.time()
     tuned = fine_tune(variant, [corrections], [demos], run / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}",
