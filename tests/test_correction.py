@@ -39,13 +39,21 @@ def test_stray_test_looks_at_direction_and_gripper(env):
         CorrectorConfig(patience=0)
 
 
-def test_expert_takes_over_a_straying_policy_and_finishes_the_task(env):
-    c = ScriptedCorrector(env, CorrectorConfig(patience=3))
+@pytest.mark.parametrize("relabel", [False, True])
+def test_expert_takes_over_a_straying_policy_and_finishes_the_task(env, relabel):
+    c = ScriptedCorrector(env, CorrectorConfig(patience=3, relabel=relabel))
     frames, tasks, success, n_int = corrected_episode(env, GoUp(), c, seed=5, options={"family": "reach"})
     flags = frames["intervention"]
     assert success and n_int == flags.sum() > 0
     assert not flags[:3].any() and flags[3:].all()  # three straying steps, then the operator drives to the end
-    assert np.allclose(frames["action"][:3], [0, 0, 0.02, 0, 0, 0, 1])  # the policy's own frames keep its label
+    went_up = np.array([0, 0, 0.02, 0, 0, 0, 1], np.float32)
+    assert np.allclose(frames["executed_action"][:3], went_up)  # what the policy did is kept either way
+    if relabel:  # DAgger: the policy's frames carry the expert's answer for the same observation
+        env.reset(seed=5, options={"family": "reach"})
+        advice = ScriptedExpert(env).select_action(env._observation())
+        assert np.allclose(frames["action"][0], advice) and not np.allclose(frames["action"][:3], went_up)
+    else:  # as in a Shared-mode recording: the policy's own frames keep its label
+        assert np.allclose(frames["action"][:3], went_up)
     assert len(tasks) == len(flags) and frames["observation.images.front"].shape[1:] == (32, 32, 3)
 
 

@@ -17,7 +17,7 @@ def test_a_fine_tune_mixes_its_replay_keeps_the_parent_chunk_and_learns_from_int
     assert cfg.family_fractions == [None, None, {"pick": 0.1}]
     parent = json.loads((tiny_policy_dir / "config.json").read_text())["model"]["chunk_size"]
     assert cfg.chunk_size == parent and cfg.init_from == str(tiny_policy_dir)
-    assert cfg.intervention_weight == recipes.HG_DAGGER_WEIGHT and cfg.lr == recipes.FINETUNE_LR
+    assert cfg.own_action_weight == recipes.OWN_ACTION_WEIGHT == 0.0 and cfg.lr == recipes.FINETUNE_LR
     assert cfg.warmup_steps == 4 and cfg.ckpt_every == 10
     alone = recipes.finetune_config(None, ["a"], [], tmp_path / "run2")
     assert alone.weights == [1.0] and alone.init_from is None
@@ -25,25 +25,25 @@ def test_a_fine_tune_mixes_its_replay_keeps_the_parent_chunk_and_learns_from_int
         recipes.finetune_config(tiny_policy_dir, [], ["old"], tmp_path / "run3")
 
 
-def test_the_correction_loop_can_redo_its_fine_tune_on_an_earlier_runs_variant_and_corrections(tiny_policy_dir, tmp_path,
-                                                                                              monkeypatch):
+def test_the_correction_loop_can_redo_its_corrections_and_fine_tune_on_an_earlier_runs_variant(tiny_policy_dir, tmp_path,
+                                                                                                monkeypatch):
     import shutil
 
-    from vla_demo.correction import record_corrections
     from vla_demo.data.collect import collect
+    from vla_demo.data.reader import DatasetReader
 
     monkeypatch.setenv("VLA_DEMO_DATA", str(tmp_path))
     collect(tmp_path / "datasets" / "default-demos", episodes=2, families=("reach",), progress=False, workers=1)
     run = tmp_path / "runs" / "correction-reach-20260101-000000"
     shutil.copytree(tiny_policy_dir, run / "variant" / "policy")
-    record_corrections(run / "variant" / "policy", "reach", 2, tmp_path / "datasets" / "corrections-reach-20260101-000000")
     (run / "report.json").write_text('{"earlier": true}')
 
     out = recipes.correction_loop("reach", command="test", episodes=2, reuse=run, finetune_steps=2)
     report = json.loads((out / "report.json").read_text())
     assert out == run and report["before"]["episodes"] == report["after"]["episodes"] == 2
-    assert report["recorded"]["saved"] == 2 and report["recorded"]["frames"] > 0
     assert report["recipe"]["variant"] == str(run / "variant" / "policy")
+    corrections = DatasetReader(report["recipe"]["corrections"])
+    assert report["recorded"]["saved"] == corrections.num_episodes == recipes.CORRECTION_EPISODES
     assert Path(report["recipe"]["finetune"]).is_dir() and Path(report["recipe"]["finetune"]).parent.parent == run
     assert [json.loads(p.read_text()) for p in run.glob("report-*.json")] == [{"earlier": True}]  # kept, not overwritten
     assert "Difference" in (run / "report.md").read_text()

@@ -130,6 +130,8 @@ class TrainConfig:
         datasets: LeRobot v3 dataset folders to mix.
         weights: sampling weight of each dataset (default: proportional to its frames).
         intervention_weight: how much more often frames an operator drove are drawn (HG-DAgger).
+        own_action_weight: how often frames the policy drove, labelled with its own action, are
+            drawn (relative to 1; a dataset with nothing else is drawn from uniformly).
         val_fraction: share of episodes held out for the validation loss.
         family_fractions: ``{family: share}`` keeps only that share of a family's training episodes
             (the family read from each episode's first instruction), in every dataset, or a list
@@ -170,6 +172,7 @@ class TrainConfig:
     colour_jitter: float = 0.1
     word_drop: float = 0.1
     intervention_weight: float = 3.0
+    own_action_weight: float = 1.0
     val_fraction: float = 0.05
     family_fractions: dict[str, float] | list[dict[str, float] | None] = field(default_factory=dict)
     val_every: int = 250
@@ -188,6 +191,7 @@ class TrainConfig:
         require(0 <= self.warmup_steps < self.steps, f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
         require(0 <= self.word_drop < 1 and 0 <= self.val_fraction < 1, "word_drop and val_fraction must be in [0, 1)")
         require(self.intervention_weight > 0, f"intervention_weight must be positive, got {self.intervention_weight}")
+        require(self.own_action_weight >= 0, f"own_action_weight must be >= 0, got {self.own_action_weight}")
         require(self.shift_px >= 0 and self.colour_jitter >= 0, "augmentation amplitudes must be >= 0")
         require(self.ckpt_every > 0 and self.val_every > 0, "ckpt_every and val_every must be positive")
         per_dataset = self.family_fractions if isinstance(self.family_fractions, list) else [self.family_fractions]

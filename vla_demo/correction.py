@@ -8,9 +8,14 @@ scene as the policy moves it) and takes over for the rest of the episode once th
   consecutive steps; or
 * the episode is ``stall_steps`` long without success.
 
-Frames the expert drove are flagged ``intervention`` and labelled with the expert's action; the
-policy's own frames keep its action as the label (what a human operator's recording holds too).
-Episodes go through the one dataset writer, so they train like any recorded data.
+Frames the expert drove are flagged ``intervention`` and labelled with the expert's action. With
+``relabel`` (the default) the policy's own frames are labelled with the expert's action for the same
+observation too (DAgger: the states the policy itself visits, such as an approach drifting off
+before the takeover, get the right answer), while ``executed_action`` keeps what the policy did. A
+human operator cannot label frames they did not drive; without ``relabel`` the policy's frames keep
+its own action as the label, as in a Shared-mode recording from the app (a fine-tune does not draw
+those: ``TrainConfig.own_action_weight``). Episodes go through the one dataset writer, so they
+train like any recorded data.
 """
 
 from __future__ import annotations
@@ -34,6 +39,7 @@ class CorrectorConfig:
     min_cosine: float = 0.0
     min_speed: float = 0.005
     stall_steps: int = 60
+    relabel: bool = True
 
     def __post_init__(self) -> None:
         require(self.patience >= 1 and self.stall_steps >= 1, "patience and stall_steps must be >= 1")
@@ -54,6 +60,7 @@ class ScriptedCorrector:
         self.expert.reset()
         self.streak = 0
         self.engaged = False
+        self.advice: np.ndarray | None = None  # the expert's action for the last watched observation
 
     def strays(self, policy_action: np.ndarray, expert_action: np.ndarray) -> bool:
         """Does this one step of the policy disagree with the expert?"""
@@ -65,7 +72,7 @@ class ScriptedCorrector:
 
     def watch(self, obs: dict[str, Any], policy_action: np.ndarray, step: int) -> None:
         """Feed the step the policy just took from ``obs``; may engage the takeover."""
-        expert_action = self.expert.select_action(obs)
+        expert_action = self.advice = self.expert.select_action(obs)
         self.streak = self.streak + 1 if self.strays(policy_action, expert_action) else 0
         self.engaged = self.streak >= self.config.patience or step + 1 >= self.config.stall_steps
 
@@ -93,7 +100,8 @@ def corrected_episode(env, policy, corrector: ScriptedCorrector, seed: int, opti
             control.override(corrector.act(rec.next_observation))
         rows[OBS_IMAGE_FRONT].append(rec.observation[OBS_IMAGE_FRONT])
         rows[OBS_STATE].append(rec.observation[OBS_STATE])
-        rows[ACTION].append(rec.label)
+        relabelled = corrector.config.relabel and not rec.intervention and corrector.advice is not None
+        rows[ACTION].append(corrector.advice if relabelled else rec.label)
         rows[EXECUTED_ACTION].append(rec.action)
         rows[INTERVENTION].append(rec.intervention)
         tasks.append(rec.observation[TASK])

@@ -34,11 +34,10 @@ DEFAULT_MODEL = {"keypoints": 16, "state_dropout": 0.15, "goal_head": True}
 
 FINETUNE_STEPS = 400
 FINETUNE_LR = 3e-4
-# HG-DAgger: in a corrected episode the policy's own frames are labelled with the policy's own
-# (possibly wrong: that is why the operator took over) actions, so a fine-tune learns from the
-# frames the operator drove. Weights are relative within a dataset: one with no intervention frames
-# (a policy-only or plain teleop recording) is drawn from uniformly.
-HG_DAGGER_WEIGHT = 1000.0
+# In a Shared-mode recording the frames the policy drove are labelled with the policy's own action
+# (possibly wrong: that is why the operator took over): HG-DAgger learns from the operator's frames
+# only. A dataset with no other frames (a Policy-mode recording) is drawn from uniformly.
+OWN_ACTION_WEIGHT = 0.0
 CORRECTION_SHARE = 0.1
 CORRECTION_EPISODES = 10
 
@@ -101,8 +100,8 @@ def finetune_config(init_from: str | Path | None, new: list[str | Path], replay:
 
     Args:
         init_from: the checkpoint to start from (its chunk size is kept); None trains from scratch.
-        new: datasets with the new episodes; where they hold intervention frames, training draws
-            from those (``HG_DAGGER_WEIGHT``).
+        new: datasets with the new episodes; frames the policy drove with its own action as the
+            label are not drawn (``OWN_ACTION_WEIGHT``), intervention frames are up-weighted.
         replay: the data the checkpoint was trained on, ``replay_share`` of every batch (empty: none).
         replay_fractions: family shares the original run applied to ``replay`` (so the replay is
             the same data the checkpoint saw).
@@ -121,7 +120,7 @@ def finetune_config(init_from: str | Path | None, new: list[str | Path], replay:
     return TrainConfig(datasets=[str(d) for d in [*new, *replay]], weights=weights, out=str(out),
                        init_from=None if init_from is None else str(init_from), chunk_size=chunk, steps=steps,
                        batch_size=batch_size, lr=lr, warmup_steps=max(1, min(100, steps // 10)), seed=seed,
-                       intervention_weight=HG_DAGGER_WEIGHT, ckpt_every=max(1, min(500, steps // 4)),
+                       own_action_weight=OWN_ACTION_WEIGHT, ckpt_every=max(1, min(500, steps // 4)),
                        val_every=max(1, min(250, steps // 4)), command=command,
                        family_fractions=[None] * len(new) + [replay_fractions or None] * len(replay))
 
@@ -143,10 +142,10 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     """Run the correction-loop experiment for ``family``; returns the run folder with ``report.json``
     and ``report.md`` (before/after success with 95% intervals and the difference's interval).
 
-    ``reuse``: an earlier run folder of this experiment whose variant and recorded corrections are
-    taken as they are (the expensive half: 30+ minutes of training); the fine-tune and both
-    evaluations run again, and the report replaces the earlier one (which is kept as
-    ``report-<time>.json``). For changing the fine-tune recipe without retraining the variant.
+    ``reuse``: an earlier run folder of this experiment whose variant is taken as it is (the
+    expensive half: 30+ minutes of training); the corrections are recorded again (a minute), then
+    the fine-tune and both evaluations run, and the report replaces the earlier one (which is kept
+    as ``report-<time>.json``). For changing the correction or fine-tune recipe without retraining.
     """
     from vla_demo.config import TrainConfig
     from vla_demo.correction import record_corrections
@@ -157,27 +156,26 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     if not (demos / "meta" / "info.json").exists():
         raise FileNotFoundError(f"{demos} is missing: run `python -m vla_demo train --preset default` first")
     shares = {family: CORRECTION_SHARE}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
     if reuse is None:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
         run = data_root() / "runs" / f"correction-{family}-{stamp}"
         variant = train(TrainConfig(datasets=[str(demos)], out=str(run / "variant"), steps=steps or DEFAULT_STEPS, batch_size=64,
                                     lr=1e-3, warmup_steps=200, seed=seed, command=command, val_every=500, ckpt_every=1000,
                                     model_overrides=DEFAULT_MODEL, family_fractions=shares))
-        corrections = data_root() / "datasets" / f"corrections-{family}-{stamp}"
-        recorded = record_corrections(variant, family, CORRECTION_EPISODES, corrections, seed=seed)
     else:
-        run, variant, corrections = _reused_run(Path(reuse), family)
-        recorded = _recorded_summary(corrections)
+        run, variant = _reused_run(Path(reuse), family)
+    corrections = data_root() / "datasets" / f"corrections-{family}-{stamp}"
+    recorded = record_corrections(variant, family, CORRECTION_EPISODES, corrections, seed=seed)
     eval_kw = dict(split="train", episodes_per_family=episodes, seed=seed + 1, families=(family,), baselines=False,
                    two_candidates=False)
     before = evaluate(str(variant), **eval_kw)
     t0 = time.time()
-    tuned = fine_tune(variant, [corrections], [demos], run / f"finetune-{time.strftime('%Y%m%d-%H%M%S')}",
+    tuned = fine_tune(variant, [corrections], [demos], run / f"finetune-{stamp}",
                       steps=finetune_steps, replay_fractions=shares, seed=seed, command=command)
     finetune_s = time.time() - t0
     after = evaluate(str(tuned), **eval_kw)
     report = _loop_report(family, before, after, recorded, finetune_s, difference_interval)
-    report["recipe"] = {"finetune_steps": finetune_steps, "finetune_lr": FINETUNE_LR, "intervention_weight": HG_DAGGER_WEIGHT,
+    report["recipe"] = {"finetune_steps": finetune_steps, "finetune_lr": FINETUNE_LR, "own_action_weight": OWN_ACTION_WEIGHT,
                         "variant": str(variant), "corrections": str(corrections), "finetune": str(tuned), "command": command}
     from vla_demo.data import format as fmt
 
@@ -188,28 +186,14 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     return run
 
 
-def _reused_run(run: Path, family: str) -> tuple[Path, Path, Path]:
-    """(run, variant checkpoint, corrections dataset) of an earlier correction-loop run of ``family``."""
-    prefix = f"correction-{family}-"
-    if not run.name.startswith(prefix):
-        raise ValueError(f"{run} is not a correction-loop run of {family!r} (expected a folder named {prefix}<time>)")
+def _reused_run(run: Path, family: str) -> tuple[Path, Path]:
+    """(run, variant checkpoint) of an earlier correction-loop run of ``family``."""
+    if not run.name.startswith(f"correction-{family}-"):
+        raise ValueError(f"{run} is not a correction-loop run of {family!r} (expected a folder named correction-{family}-<time>)")
     variant = run / "variant" / "policy"
-    corrections = data_root() / "datasets" / f"corrections-{family}-{run.name[len(prefix):]}"
-    for path, what in ((variant / "config.json", "variant checkpoint"), (corrections / "meta" / "info.json", "corrections dataset")):
-        if not path.exists():
-            raise FileNotFoundError(f"the {what} of {run} is missing: {path.parent}")
-    return run, variant, corrections
-
-
-def _recorded_summary(corrections: Path) -> dict[str, Any]:
-    """What ``record_corrections`` returned, recounted from the dataset it wrote."""
-    from vla_demo.data.reader import DatasetReader
-
-    r = DatasetReader(corrections)
-    flags = [r.episode_columns(e)["intervention"] for e in range(r.num_episodes)]
-    return {"saved": r.num_episodes, "successes": sum(bool(r.episode(e)["success"]) for e in range(r.num_episodes)),
-            "intervention_frames": int(sum(f.sum() for f in flags)), "frames": int(sum(len(f) for f in flags)),
-            "dataset": str(corrections)}
+    if not (variant / "config.json").exists():
+        raise FileNotFoundError(f"the variant checkpoint of {run} is missing: {variant}")
+    return run, variant
 
 
 def _loop_report(family: str, before: dict, after: dict, recorded: dict, finetune_s: float, diff_ci) -> dict[str, Any]:

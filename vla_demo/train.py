@@ -164,14 +164,15 @@ class MixedSampler:
     (intervention frames up-weighted). Each DDP rank draws its own stream (seeded by rank), which
     is what a distributed sampler does for with-replacement sampling."""
 
-    def __init__(self, views, weights: list[float] | None, intervention_weight: float, seed: int, rank: int = 0):
+    def __init__(self, views, weights: list[float] | None, intervention_weight: float, seed: int, rank: int = 0,
+                 own_action_weight: float = 1.0):
         self.views = views
         self.offsets = np.cumsum([0] + [len(v) for v in views])
         shares = np.asarray(weights if weights is not None else [len(v) for v in views], dtype=np.float64)
         shares = shares / shares.sum()
         parts = []
         for share, view in zip(shares, views, strict=True):
-            w = view.sample_weights(intervention_weight).double()
+            w = view.sample_weights(intervention_weight, own_action_weight).double()
             parts.append(w / w.sum() * share)
         self.weights = torch.cat(parts)
         self.generator = torch.Generator().manual_seed(seed * 1009 + rank)
@@ -328,7 +329,7 @@ def train(cfg, progress=None, stop=None) -> Path:
     model.train()
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sampler = MixedSampler(train_views, cfg.weights, cfg.intervention_weight, cfg.seed, rank)
+    sampler = MixedSampler(train_views, cfg.weights, cfg.intervention_weight, cfg.seed, rank, cfg.own_action_weight)
     aug_g = torch.Generator().manual_seed(cfg.seed * 31 + rank)
     step = _resume(out / "last", policy, opt, sampler, aug_g)
     log_path = out / "log.jsonl"

@@ -301,6 +301,8 @@ def test_sample_weights_up_weight_intervention_frames(view, sim_root):
     assert TrainingView(sim_root, episodes=[1]).sample_weights(5.0).tolist() == [1.0, 1.0, 5.0, 5.0]
     with pytest.raises(ValueError):
         view.sample_weights(-1.0)
+    with pytest.raises(ValueError):
+        view.sample_weights(1.0, float("nan"))
 
 
 def test_stats_are_numpy_arrays_of_the_dataset(view):
@@ -309,3 +311,33 @@ def test_stats_are_numpy_arrays_of_the_dataset(view):
     assert isinstance(stats[ACTION]["mean"], np.ndarray)
     np.testing.assert_allclose(stats[ACTION]["mean"], actions.mean(0), rtol=1e-5)
     assert stats[OBS_IMAGE_FRONT]["mean"].shape == (3, 1, 1)
+
+
+def test_the_policys_own_action_frames_can_be_left_out_but_not_a_demonstrations(tmp_path):
+    """Shared-mode frames the policy drove, labelled with its own action, get ``own_action_weight``;
+    relabelled policy frames, operator frames and scripted demonstrations do not."""
+    from vla_demo.constants import EXECUTED_ACTION
+    from vla_demo.data.format import sim_features
+    from vla_demo.data.writer import DatasetWriter, Episode
+
+    def episode(source, intervention, relabel=False):
+        n = len(intervention)
+        executed = np.tile(np.arange(7, dtype=np.float32) / 10, (n, 1))
+        label = executed + 0.05 if relabel else executed.copy()  # an expert's relabel differs from what was done
+        frames = {OBS_IMAGE_FRONT: np.zeros((n, 16, 16, 3), np.uint8), OBS_STATE: np.zeros((n, 7), np.float32),
+                  ACTION: label, EXECUTED_ACTION: executed, INTERVENTION: np.asarray(intervention, bool)}
+        return Episode(frames, ["pick up the red cube"] * n, True, source)
+
+    writer = DatasetWriter.open(tmp_path / "ds", sim_features((16, 16), False), fps=10)
+    writer.save_episode(episode("shared", [False, False, True, True]))  # own, own, operator, operator
+    writer.save_episode(episode("shared", [False, True], relabel=True))  # relabelled policy frame, operator
+    writer.save_episode(episode("scripted", [False, False]))  # a demonstration whose noise happened to be zero
+    writer.close()
+    view = TrainingView(tmp_path / "ds", image_size=16)
+    assert view.sample_weights(3.0, 0.0).tolist() == [0, 0, 3, 3, 1, 3, 1, 1]
+    assert view.sample_weights(3.0, 0.5).tolist() == [0.5, 0.5, 3, 3, 1, 3, 1, 1]
+    policy_only = tmp_path / "policy_only"
+    writer = DatasetWriter.open(policy_only, sim_features((16, 16), False), fps=10)
+    writer.save_episode(episode("policy", [False, False, False]))
+    writer.close()
+    assert TrainingView(policy_only, image_size=16).sample_weights(3.0, 0.0).tolist() == [1, 1, 1]  # all there is

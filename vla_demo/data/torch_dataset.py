@@ -24,9 +24,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_demo.constants import ACTION, ACTION_IS_PAD, GOAL_NAMES, GOAL_POSITIONS, INTERVENTION, OBS_IMAGE_FRONT, OBS_STATE, TASK
+from vla_demo.constants import (ACTION, ACTION_IS_PAD, EXECUTED_ACTION, GOAL_NAMES, GOAL_POSITIONS, INTERVENTION, OBS_IMAGE_FRONT,
+                                OBS_STATE, TASK)
 from vla_demo.data import format as fmt
 from vla_demo.data.reader import DatasetReader
+
+POLICY_SOURCES = ("policy", "shared")  # episode sources in which the learned policy drove some frames
 
 CAMERA_DTYPES = ("video", "image")
 NUMERIC_KINDS = "biuf"  # numpy kinds of bool, int, unsigned and float dtypes
@@ -75,7 +78,8 @@ class TrainingView(torch.utils.data.Dataset):
     # ------------------------------------------------------------------ construction
     def _load_columns(self) -> None:
         """Concatenate the small per-frame columns of the selected episodes (frames in view order)."""
-        parts: dict[str, list[np.ndarray]] = {k: [] for k in (ACTION, OBS_STATE, INTERVENTION, GOAL_POSITIONS, "task_index")}
+        parts: dict[str, list[np.ndarray]] = {k: [] for k in (ACTION, OBS_STATE, INTERVENTION, GOAL_POSITIONS, EXECUTED_ACTION,
+                                                              "task_index")}
         for e in self.episodes:
             cols = self.reader.episode_columns(e)
             length = len(cols["task_index"])
@@ -90,6 +94,14 @@ class TrainingView(torch.utils.data.Dataset):
         self._states = _concat(parts[OBS_STATE], (n, -1), np.float32) if parts[OBS_STATE] else None  # (N, S)
         self._task_ids = _concat(parts["task_index"], (n,), np.int64)  # (N,)
         self._interventions = _concat(parts[INTERVENTION], (n,), bool) if parts[INTERVENTION] else np.zeros(n, bool)
+        # Frames the policy drove (episodes recorded in Policy or Shared mode) whose label is the action
+        # it took: nothing new to learn from them. A scripted demonstration's frames never count.
+        self._own_actions = np.zeros(n, bool)
+        if len(parts[EXECUTED_ACTION]) == len(self.episodes) and n:
+            executed = _concat(parts[EXECUTED_ACTION], (n, -1), np.float32)
+            policy_drove = np.repeat([self.reader.episode(e).get("source") in POLICY_SOURCES for e in self.episodes], self.lengths)
+            same = np.all(executed == self._actions, axis=1) if executed.shape == self._actions.shape else np.zeros(n, bool)
+            self._own_actions = policy_drove & ~self._interventions & same
         # Goal labels (scripted datasets only); NaN rows mean "no label" to the auxiliary loss.
         n_goal = len(GOAL_NAMES)
         have_goals = len(parts[GOAL_POSITIONS]) == len(self.episodes) and len(self.episodes) > 0
@@ -157,18 +169,23 @@ class TrainingView(torch.utils.data.Dataset):
         self._cache_bytes += frames.nbytes
 
     # ------------------------------------------------------------------ extras
-    def sample_weights(self, intervention_weight: float = 1.0) -> torch.Tensor:
-        """Per-frame sampling weights: 1 for ordinary frames, ``intervention_weight`` for intervention ones.
-
-        Args:
-            intervention_weight: weight of frames where the operator was driving (HG-DAgger up-weighting).
+    def sample_weights(self, intervention_weight: float = 1.0, own_action_weight: float = 1.0) -> torch.Tensor:
+        """Per-frame sampling weights: ``intervention_weight`` for frames an operator drove,
+        ``own_action_weight`` for frames the policy drove that are labelled with its own action (in a
+        Shared-mode recording: nothing new to learn, and the steps that made the operator take
+        over), 1 for the rest (demonstrations, and policy frames an expert relabelled).
 
         Returns:
             float64 (N,) tensor, ready for ``torch.utils.data.WeightedRandomSampler``.
         """
-        if not np.isfinite(intervention_weight) or intervention_weight < 0:
-            raise ValueError(f"intervention_weight must be finite and >= 0, got {intervention_weight}")
-        return torch.from_numpy(np.where(self._interventions, float(intervention_weight), 1.0))
+        for name, w in (("intervention_weight", intervention_weight), ("own_action_weight", own_action_weight)):
+            if not np.isfinite(w) or w < 0:
+                raise ValueError(f"{name} must be finite and >= 0, got {w}")
+        w = np.where(self._interventions, float(intervention_weight), 1.0)
+        w[self._own_actions] = float(own_action_weight)
+        if len(w) and not w.any():  # a recording of the policy alone: its frames are all there is
+            w[:] = 1.0
+        return torch.from_numpy(w)
 
     def stats(self) -> dict[str, dict[str, np.ndarray]]:
         """``meta/stats.json`` (whole dataset) as numpy arrays, keyed by our names (``key_map`` applied)."""
