@@ -73,6 +73,10 @@ def test_live_page_runs_takes_over_and_records(app, browser):
     assert wait_for(lambda: session._t >= 3)
     assert wait_for(lambda: live_src(page) != first, 30)  # the browser sees new frames
     assert "running" in page.locator("#vla-status").inner_text()
+    chart = page.locator("#vla-actions img").first
+    assert wait_for(lambda: session._t >= 15)
+    drawn = chart.get_attribute("src")
+    assert wait_for(lambda: chart.get_attribute("src") != drawn, 30)  # the action chart follows the steps
     SHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=str(SHOTS / "live.png"))
 

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from vla_demo.ui import action_chart
-from vla_demo.ui.action_chart import AXIS_PX, COLOURS, LABEL_PX, STRIP_PX
+from vla_demo.ui.action_chart import AXIS_PX, COLOURS, LABEL_PX, STRIP_PX, TITLE_PX
 
 HIGH = [0.02, 0.02, 0.02, 0.1, 0.1, 0.1, 1.0]
 
@@ -10,7 +10,7 @@ HIGH = [0.02, 0.02, 0.02, 0.1, 0.1, 0.1, 1.0]
 def coloured_rows(img: np.ndarray, d: int) -> np.ndarray:
     """Rows (image y) where strip ``d``'s trace colour appears right of the labels."""
     hit = np.all(np.abs(img[:, LABEL_PX:].astype(int) - COLOURS[d]) < 20, axis=2)
-    return np.nonzero(hit.any(axis=1))[0]
+    return np.nonzero(hit.any(axis=1))[0] - TITLE_PX  # strip coordinates: 0 is the top of the first strip
 
 
 def test_each_dimension_is_drawn_in_its_own_strip_on_its_own_scale():
@@ -19,7 +19,7 @@ def test_each_dimension_is_drawn_in_its_own_strip_on_its_own_scale():
     history[:, 3] = -0.1  # droll at minus its limit: the bottom of the fourth
     history[:, 6] = 1.0  # gripper open: the top of the last
     img = action_chart.draw(history, 0, HIGH)
-    assert img.shape == (7 * STRIP_PX + AXIS_PX, action_chart.WIDTH_PX, 3) and img.dtype == np.uint8
+    assert img.shape == (TITLE_PX + 7 * STRIP_PX + AXIS_PX, action_chart.WIDTH_PX, 3) and img.dtype == np.uint8
     for d, (lo, hi) in {0: (0, STRIP_PX // 3), 3: (3 * STRIP_PX + 2 * STRIP_PX // 3, 4 * STRIP_PX),
                         6: (6 * STRIP_PX, 6 * STRIP_PX + STRIP_PX // 3)}.items():
         rows = coloured_rows(img, d)

@@ -15,8 +15,10 @@ import numpy as np
 
 from vla_demo.constants import ACTION_DIM, ACTION_NAMES
 
+TITLE_PX = 18
 STRIP_PX = 28
 AXIS_PX = 18
+TITLE = "Executed actions: each strip spans -limit..+limit (gripper: up = open)"
 LABEL_PX = 86
 WIDTH_PX = 520
 BACKGROUND = (255, 255, 255)
@@ -56,12 +58,13 @@ def draw(history: np.ndarray, first_step: int, high, points: int = 100, width: i
     if len(history) > points:
         first_step, history = first_step + len(history) - points, history[-points:]
     high = np.maximum(np.asarray(high, np.float32), 1e-6)
-    h = STRIP_PX * ACTION_DIM + AXIS_PX
+    h = TITLE_PX + STRIP_PX * ACTION_DIM + AXIS_PX
     img = np.full((h, width, 3), BACKGROUND, np.uint8)
+    cv2.putText(img, TITLE, (4, TITLE_PX - 5), cv2.FONT_HERSHEY_SIMPLEX, 0.38, INK, 1, cv2.LINE_AA)
     x0, plot_w = LABEL_PX, width - LABEL_PX - 6
     xs = x0 + np.arange(len(history)) * plot_w / max(points - 1, 1)
     for d, label in enumerate(scale_labels(high)):
-        top = d * STRIP_PX
+        top = TITLE_PX + d * STRIP_PX
         if d % 2 == 0:
             cv2.rectangle(img, (x0, top), (x0 + plot_w, top + STRIP_PX - 1), BAND, -1)
         cv2.putText(img, label, (4, top + STRIP_PX // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.36, INK, 1, cv2.LINE_AA)
@@ -73,7 +76,7 @@ def draw(history: np.ndarray, first_step: int, high, points: int = 100, width: i
             ys = top + 3 + (1 - np.clip(frac, 0, 1)) * (STRIP_PX - 7)
             pts = np.stack([xs, ys], 1).round().astype(np.int32)
             cv2.polylines(img, [pts], False, COLOURS[d], 2 if len(pts) > 1 else 3, cv2.LINE_AA)
-    _x_axis(img, first_step, points, x0, plot_w, STRIP_PX * ACTION_DIM)
+    _x_axis(img, first_step, points, x0, plot_w, TITLE_PX + STRIP_PX * ACTION_DIM)
     return img
 
 

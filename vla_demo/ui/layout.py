@@ -52,8 +52,8 @@ def _live_tab(ctx, session_of) -> None:
                             height=ctx.display_size, buttons=[])
             status = gr.Markdown("starting...", elem_id="vla-status")
             words = gr.HighlightedText(label="Per-word attention (readout -> words)", show_legend=False)
-            plot = gr.Image(label="Executed actions (each strip spans the action limit; gripper: up = open)",
-                            format="png", interactive=False, elem_id="vla-actions", buttons=[])
+            plot = gr.Image(label="Executed actions", show_label=False, format="png", interactive=False,
+                            elem_id="vla-actions", buttons=[])  # the chart draws its own title
         with gr.Column(scale=2):
             with gr.Row():
                 instruction = gr.Textbox(label="Instruction", placeholder="pick up the red cube", max_lines=1, scale=4)
