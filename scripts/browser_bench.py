@@ -192,8 +192,10 @@ def start_running(page, fresh_after: int | None = None, timeout_s: float = 30.0)
         if not _wait_js(page, "() => /^paused \\| .*\\| step 0 \\|/.test(window.__vlaBench.status())", timeout_s):
             raise RuntimeError(f"the scene was not reset: {_state(page)!r}")
     page.get_by_role("button", name="Run", exact=True).click()
-    if not _wait_js(page, "() => window.__vlaBench.status().startsWith('running')", timeout_s):
+    if not _wait_js(page, "() => /^(running|done)/.test(window.__vlaBench.status())", timeout_s):
         raise RuntimeError(f"the session did not start running: {_state(page)!r}")
+    if _state(page).startswith("done"):  # the paused episode was one step from its end: a fresh scene
+        start_running(page, fresh_after=0, timeout_s=timeout_s)
 
 
 def now_ms(page) -> float:
