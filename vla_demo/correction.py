@@ -131,17 +131,17 @@ def record_corrections(policy_dir: str | os.PathLike, family: str, episodes: int
     env = TabletopEnv()
     policy = load_policy(str(policy_dir), env)
     corrector = ScriptedCorrector(env, config)
-    writer = DatasetWriter.open(out, sim_features(env.config.image_size, False), SimConfig().control_hz,
-                                card_note=f"Shared-autonomy corrections of `{Path(policy_dir).name}` on {family} by a scripted operator.")
-    summary = {"saved": 0, "successes": 0, "intervention_frames": 0, "frames": 0, "dataset": str(writer.root)}
-    start = writer.num_episodes
-    for i in tqdm(range(episodes), desc=f"corrections -> {Path(out).name}", unit="ep"):
-        s = collection_seed(seed + 7919, start + i)
-        frames, tasks, success, n_int = corrected_episode(env, policy, corrector, s, {"family": family, "split": split})
-        writer.save_episode(Episode(frames, tasks, success, "shared", "scripted-corrector"))
-        summary["saved"] += 1
-        summary["successes"] += success
-        summary["intervention_frames"] += n_int
-        summary["frames"] += len(tasks)
+    note = f"Shared-autonomy corrections of `{Path(policy_dir).name}` on {family} by a scripted operator."
+    with DatasetWriter.held(out, sim_features(env.config.image_size, False), SimConfig().control_hz, card_note=note) as writer:
+        summary = {"saved": 0, "successes": 0, "intervention_frames": 0, "frames": 0, "dataset": str(writer.root)}
+        start = writer.num_episodes
+        for i in tqdm(range(episodes), desc=f"corrections -> {Path(out).name}", unit="ep"):
+            s = collection_seed(seed + 7919, start + i)
+            frames, tasks, success, n_int = corrected_episode(env, policy, corrector, s, {"family": family, "split": split})
+            writer.save_episode(Episode(frames, tasks, success, "shared", "scripted-corrector"))
+            summary["saved"] += 1
+            summary["successes"] += success
+            summary["intervention_frames"] += n_int
+            summary["frames"] += len(tasks)
     env.close()
     return summary

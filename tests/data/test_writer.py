@@ -177,6 +177,18 @@ def test_a_second_process_is_refused(writer):
     assert "refused:" in done.stdout and "another process" in done.stdout, done.stderr
 
 
+def test_a_held_writer_is_closed_after_its_block_unless_it_was_open_before(writer, tmp_path):
+    with DatasetWriter.held(tmp_path / "job", fmt.sim_features(SIZE), fps=10) as held:
+        assert DatasetWriter.open(tmp_path / "job") is held and not held.closed
+    assert held.closed  # the lock is released: another process may write the folder now
+    reopened = DatasetWriter.open(tmp_path / "job")
+    assert reopened is not held and not reopened.closed
+    reopened.close()
+    with DatasetWriter.held(writer.root) as same:
+        assert same is writer
+    assert not writer.closed  # the app's writer outlives a job that borrowed it
+
+
 @pytest.mark.parametrize(
     "change, message",
     [

@@ -94,25 +94,26 @@ def collect(
         get_family(f)
     workers = workers or min(2, os.cpu_count() or 1)
     note = f"Scripted-expert demonstrations: families {', '.join(families)}, split `{split}`, action noise {noise}."
-    writer = DatasetWriter.open(out, sim_features(image_size, wrist, goals=True), SimConfig().control_hz, card_note=note)
-    start = writer.num_episodes
-    jobs = [CollectJob(families[i % len(families)], split, collection_seed(seed, start + i), noise, tuple(image_size), wrist)
-            for i in range(episodes)]
-    saved = failed = frames = 0
-    t0 = time.perf_counter()
-    bar = tqdm(total=episodes, desc=f"collect -> {Path(out).name}", unit="ep", disable=not progress)
-    for episode, ok in _results(jobs, workers):
-        if ok or keep_failed:
-            writer.save_episode(episode)
-            saved += 1
-            frames += len(episode)
-        failed += not ok
-        bar.update(1)
-        bar.set_postfix(saved=saved, failed=failed)
-    bar.close()
+    with DatasetWriter.held(out, sim_features(image_size, wrist, goals=True), SimConfig().control_hz, card_note=note) as writer:
+        start = writer.num_episodes
+        jobs = [CollectJob(families[i % len(families)], split, collection_seed(seed, start + i), noise, tuple(image_size), wrist)
+                for i in range(episodes)]
+        saved = failed = frames = 0
+        t0 = time.perf_counter()
+        bar = tqdm(total=episodes, desc=f"collect -> {Path(out).name}", unit="ep", disable=not progress)
+        for episode, ok in _results(jobs, workers):
+            if ok or keep_failed:
+                writer.save_episode(episode)
+                saved += 1
+                frames += len(episode)
+            failed += not ok
+            bar.update(1)
+            bar.set_postfix(saved=saved, failed=failed)
+        bar.close()
+        root = writer.root
     seconds = time.perf_counter() - t0
     return {"saved": saved, "failed": failed, "frames": frames, "seconds": round(seconds, 2),
-            "frames_per_s": round(frames / seconds, 1) if seconds else 0.0, "dataset": str(writer.root)}
+            "frames_per_s": round(frames / seconds, 1) if seconds else 0.0, "dataset": str(root)}
 
 
 def _results(jobs: list[CollectJob], workers: int):

@@ -166,6 +166,23 @@ class DatasetWriter(fmt.InfoView):
                 raise ValueError(f"{root} is open with different features")
             return writer
 
+    @classmethod
+    @contextlib.contextmanager
+    def held(cls, root: str | os.PathLike, features: dict[str, Any] | None = None, fps: int | None = None,
+             robot_type: str = "pybullet_panda", card_note: str = ""):
+        """:meth:`open` for the length of a ``with`` block (a collection job, a batch of corrections):
+        the writer is closed at the end, releasing the folder's lock, unless it was already open in
+        this process before the block (then its other users keep it)."""
+        with cls._registry_lock:
+            before = cls._registry.get(Path(root).resolve())
+            was_open = before is not None and not before.closed
+        writer = cls.open(root, features, fps, robot_type, card_note)
+        try:
+            yield writer
+        finally:
+            if not was_open:
+                writer.close()
+
     def __init__(self, root: Path, features, fps, robot_type, card_note):
         self.root = root
         self._lock = threading.RLock()
