@@ -108,8 +108,6 @@ def finetune_config(init_from: str | Path | None, new: list[str | Path], replay:
         replay_fractions: family shares the original run applied to ``replay`` (so the replay is
             the same data the checkpoint saw).
     """
-    import json
-
     from vla_demo.config import TrainConfig
 
     if not new:
@@ -118,7 +116,9 @@ def finetune_config(init_from: str | Path | None, new: list[str | Path], replay:
     weights = [(1 - share) / len(new)] * len(new) + [share / max(len(replay), 1)] * len(replay)
     chunk = 8
     if init_from is not None:
-        chunk = int(json.loads((Path(init_from) / "config.json").read_text(encoding="utf-8"))["model"]["chunk_size"])
+        from vla_demo.model.checkpoint import read_config
+
+        chunk = int(read_config(Path(init_from))["model"]["chunk_size"])
     return TrainConfig(datasets=[str(d) for d in [*new, *replay]], weights=weights, out=str(out),
                        init_from=None if init_from is None else str(init_from), chunk_size=chunk, steps=steps,
                        batch_size=batch_size, lr=lr, warmup_steps=max(1, min(100, steps // 10)), seed=seed,

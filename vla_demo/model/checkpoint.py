@@ -73,7 +73,8 @@ def save_policy(policy, directory: Path, card: str | None = None, extra=None) ->
     return directory
 
 
-def _read_config(directory: Path) -> dict:
+def read_config(directory: Path) -> dict:
+    """A checkpoint folder's config.json, checked (a clear ValueError for a missing or corrupt one)."""
     path = directory / CONFIG_NAME
     if not directory.is_dir():
         raise ValueError(f"no policy checkpoint folder at {directory}")
@@ -122,7 +123,7 @@ def load_policy(cls, directory: Path):
     from vla_demo.policy import PolicyConfig
 
     directory = Path(directory)
-    cfg = _read_config(directory)
+    cfg = read_config(directory)
     try:
         model_cfg = ModelConfig.from_dict(cfg["model"])
         policy_cfg = PolicyConfig(**cfg.get("policy", {}))
