@@ -261,3 +261,44 @@ def test_goal_head_reads_the_keypoints_and_trains_their_heat_maps(tok):
     model.goal_loss(goal, torch.zeros(3, 6)).backward()
     assert model.keypoints.score.grad.abs().sum() > 0 and model.keypoints.film.weight.grad.abs().sum() > 0
     assert model.head[0].weight.grad is None  # the action head is not involved
+
+
+def test_goal_to_head_hands_the_head_goal_minus_hand_offsets(tok):
+    from vla_demo.model.vla import GOAL_OFFSET_SCALE
+
+    with pytest.raises(ValueError, match="goal_to_head needs goal_head"):
+        tiny(tok, goal_to_head=True)
+    torch.manual_seed(0)
+    model = build_model(tiny(tok, goal_head=True, goal_to_head=True)).eval()
+    images, ids, mask, state = inputs(tok)
+    res = model(images, ids, mask, state)
+    where = model.decode_goal(res["goal"]).view(-1, 2, 3)
+    offsets = model.goal_offsets(res["goal"], state, torch.ones(3, dtype=torch.bool))
+    torch.testing.assert_close(offsets[:, :6], (where - state[:, None, :3]).flatten(1) / GOAL_OFFSET_SCALE)
+    assert offsets[:, 6].eq(1).all()
+    blind = model.goal_offsets(res["goal"], None, torch.zeros(3, dtype=torch.bool))
+    assert blind.eq(0).all()  # no hand position: no offsets, flag 0
+    # The hand position reaches the head directly: moving it changes the actions.
+    moved = state.clone()
+    moved[:, 0] += 0.2
+    assert not torch.allclose(model(images, ids, mask, moved)["out"], res["out"])
+
+
+def test_goal_to_head_keeps_the_action_loss_off_the_goal_head(tok):
+    torch.manual_seed(0)
+    model = build_model(tiny(tok, goal_head=True, goal_to_head=True)).train()
+    images, ids, mask, state = inputs(tok)
+    out = model(images, ids, mask, state)["out"]
+    out.square().mean().backward()
+    assert model.head[0].weight.grad is not None
+    assert all(p.grad is None or p.grad.abs().max() == 0 for p in model.goal_head.parameters())
+
+
+def test_state_dropout_also_hides_the_goal_offsets(tok):
+    torch.manual_seed(0)
+    model = build_model(tiny(tok, goal_head=True, goal_to_head=True, state_dropout=0.99)).train()
+    images, ids, mask, state = inputs(tok)
+    with torch.no_grad():
+        a = model(images, ids, mask, state)["out"]
+        b = model(images, ids, mask, None)["out"]
+    torch.testing.assert_close(a, b)
