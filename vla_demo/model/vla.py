@@ -73,12 +73,6 @@ class ModelConfig:
             the fusion is taught *which* object the words name instead of inferring it from the
             action loss alone; the prediction is an overlay in the app, never an input.
         goal_weight: weight of that auxiliary loss against the action loss.
-        goal_to_head: also hand the action head the goal head's guess as offsets from the hand
-            (instructed object minus hand, destination minus hand, in units of ``GOAL_OFFSET_SCALE``;
-            zeros and a "no state" flag when the state is hidden). The expert's actions are clipped
-            steps toward waypoints defined by exactly those positions, so the head no longer has to
-            recover centimetre offsets from pooled tokens. The guess is detached: the goal loss alone
-            trains it, and the action loss cannot bend it toward what eases the head.
     """
 
     preset: str = "default"
@@ -107,7 +101,6 @@ class ModelConfig:
     state_dropout: float = 0.3
     goal_head: bool = False
     goal_weight: float = 1.0
-    goal_to_head: bool = False
     vision_spec: dict[str, Any] | None = field(default=None, repr=False)
     text_spec: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -130,7 +123,6 @@ class ModelConfig:
         require(0.0 <= self.state_dropout < 1.0 and 0.0 <= self.dropout < 1.0, "dropout rates must be in [0, 1)")
         require(self.action_dim >= 2, f"action_dim must be >= 2, got {self.action_dim}")
         require(0.0 <= self.goal_weight <= 100.0, f"goal_weight must be in 0..100, got {self.goal_weight}")
-        require(self.goal_head or not self.goal_to_head, "goal_to_head needs goal_head")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
@@ -160,8 +152,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 # ----------------------------------------------------------------------------- building blocks
-
-GOAL_OFFSET_SCALE = 0.1  # m: goal-minus-hand offsets enter the action head in tenths of a metre
 
 
 class Attention(nn.Module):
@@ -388,8 +378,7 @@ class VLAModel(nn.Module):
         self.ln_f = nn.LayerNorm(d)
         n_cont = A - 1 if cfg.separate_gripper else A
         per_step = n_cont * (cfg.n_bins if cfg.head == "discrete" else 1) + (1 if cfg.separate_gripper else 0)
-        n_goal_in = len(GOAL_NAMES) + 1 if cfg.goal_to_head else 0  # offsets + "state visible" flag
-        self.head = nn.Sequential(nn.Linear(d + n_goal_in, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, H * per_step))
+        self.head = nn.Sequential(nn.Linear(d, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, H * per_step))
         self.goal_head = GoalHead(d, cfg.keypoints) if cfg.goal_head else None
         # Normalisation (replaced from dataset stats by the trainer; identity-ish defaults).
         self.register_buffer("action_mean", torch.zeros(A))
@@ -426,17 +415,8 @@ class VLAModel(nn.Module):
                 std.copy_(t(stats[key]["std"]).clamp(min=1e-3))
 
     # ------------------------------------------------------------------ forward
-    def state_visible(self, state: torch.Tensor | None, batch: int, device) -> torch.Tensor:
-        """(B,) bool: which samples see their state (none without one; state dropout in training)."""
-        if state is None:
-            return torch.zeros(batch, dtype=torch.bool, device=device)
-        if self.training and self.config.state_dropout > 0:
-            return torch.rand(batch, device=device) >= self.config.state_dropout
-        return torch.ones(batch, dtype=torch.bool, device=device)
-
-    def encode(self, images, ids, text_mask, state, need_weights: bool = False, visible: torch.Tensor | None = None):
-        """Fuse the modalities. ``visible`` (B,) hides the state of the samples where it is False
-        (default: :meth:`state_visible`). Returns (readout (B, d), per-layer attention list or None,
+    def encode(self, images, ids, text_mask, state, need_weights: bool = False):
+        """Fuse the modalities. Returns (readout (B, d), per-layer attention list or None,
         keypoint positions (B, K, 2) or None)."""
         B = images.size(0)
         words, sentence = self.language(ids, text_mask)
@@ -454,12 +434,13 @@ class VLAModel(nn.Module):
             vis = vis * (1 + gamma) + beta
         if kps is not None:
             vis = torch.cat([vis, kps], dim=1)  # keypoint tokens ride with the visual ones (B, N + K, d)
-        visible = self.state_visible(state, B, images.device) if visible is None else visible
         if state is None:
             st = self.no_state.expand(B, -1, -1)
         else:
             st = self.state_proj((state - self.state_mean) / self.state_std).unsqueeze(1)  # (B, 1, d)
-            st = torch.where(visible[:, None, None], st, self.no_state.expand(B, -1, -1))
+            if self.training and self.config.state_dropout > 0:
+                drop = torch.rand(B, 1, 1, device=st.device) < self.config.state_dropout
+                st = torch.where(drop, self.no_state.expand(B, -1, -1), st)
         te = self.type_emb
         x = torch.cat([self.readout.expand(B, -1, -1) + te[0], st + te[1], vis + te[2], words + te[3]], dim=1)
         ones = torch.ones(B, 2 + vis.size(1), dtype=torch.bool, device=x.device)
@@ -484,28 +465,14 @@ class VLAModel(nn.Module):
             ``{"out": (B, H, per_step) raw head output, "goal": (B, 6) normalised goal positions
             or None, "attention": list | None, "layout": dict}``.
         """
-        visible = self.state_visible(state, images.size(0), images.device)  # (B,)
-        h, attn, kp_pos = self.encode(images, ids, text_mask, state, need_weights, visible)
+        h, attn, kp_pos = self.encode(images, ids, text_mask, state, need_weights)
         B, H = h.size(0), self.config.chunk_size
+        out = self.head(h).view(B, H, -1)  # (B, H, per_step)
         goal = self.goal_head(h, kp_pos) if self.goal_head is not None else None  # (B, 6), normalised
-        head_in = torch.cat([h, self.goal_offsets(goal, state, visible)], dim=-1) if self.config.goal_to_head else h
-        out = self.head(head_in).view(B, H, -1)  # (B, H, per_step)
         n_vis = self.grid[0] * self.grid[1]
         t0 = 2 + n_vis + self.config.keypoints
         layout = {"state": 1, "vision": (2, 2 + n_vis), "keypoints": (2 + n_vis, t0), "language": (t0, t0 + ids.size(1))}
         return {"out": out, "goal": goal, "attention": attn, "layout": layout}
-
-    def goal_offsets(self, goal: torch.Tensor, state: torch.Tensor | None, visible: torch.Tensor) -> torch.Tensor:
-        """(B, 6) goal guess, (B, S) state or None, (B,) visible -> (B, 7) action-head input:
-        (target - hand, destination - hand) / GOAL_OFFSET_SCALE and a "state visible" flag;
-        zeros where the hand position is unknown."""
-        B = goal.size(0)
-        flag = visible.to(goal.dtype).unsqueeze(-1)  # (B, 1)
-        if state is None:
-            return torch.cat([goal.new_zeros(B, len(GOAL_NAMES)), flag], dim=-1)
-        where = self.decode_goal(goal.detach()).view(B, 2, 3)  # (B, 2, 3) metres
-        offsets = (where - state[:, None, :3]).flatten(1) / GOAL_OFFSET_SCALE  # (B, 6)
-        return torch.cat([offsets * flag, flag], dim=-1)
 
     # ------------------------------------------------------------------ heads: decode and loss
     def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
