@@ -30,6 +30,9 @@ DEFAULT_STEPS = 8000
 # where the named object is: without it the action loss alone left the policy descending in place
 # (it never learned the lateral move toward the instructed object).
 DEFAULT_MODEL = {"keypoints": 16, "state_dropout": 0.15, "goal_head": True}
+# The rest of the default run (the correction loop's variant trains the same way).
+DEFAULT_TRAIN = dict(batch_size=64, lr=1e-3, warmup_steps=200, val_every=500, ckpt_every=1000, shift_px=2,
+                     model_overrides=DEFAULT_MODEL)
 
 
 FINETUNE_STEPS = 400
@@ -79,9 +82,8 @@ def default_policy(command: str, steps: int | None = None, seed: int = 0, episod
         collect(demos, want - have, seed=seed, noise=0.3)
     collect_s = time.time() - t0
     run = data_root() / "runs" / f"default-{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = TrainConfig(datasets=[str(demos)], out=str(run), steps=steps or DEFAULT_STEPS, batch_size=64, lr=1e-3,
-                      warmup_steps=200, seed=seed, command=command, val_every=500, ckpt_every=1000,
-                      model_overrides=DEFAULT_MODEL)
+    cfg = TrainConfig(datasets=[str(demos)], out=str(run), steps=steps or DEFAULT_STEPS, seed=seed, command=command,
+                      **DEFAULT_TRAIN)
     path = train(cfg)
     card = (path / "README.md").read_text(encoding="utf-8")
     card += (f"\n## Recipe\n\n- demonstrations: {want} scripted episodes ({episodes_per_family} per family, action noise 0.3); "
@@ -161,9 +163,8 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if reuse is None:
         run = data_root() / "runs" / f"correction-{family}-{stamp}"
-        variant = train(TrainConfig(datasets=[str(demos)], out=str(run / "variant"), steps=steps or DEFAULT_STEPS, batch_size=64,
-                                    lr=1e-3, warmup_steps=200, seed=seed, command=command, val_every=500, ckpt_every=1000,
-                                    model_overrides=DEFAULT_MODEL, family_fractions=shares))
+        variant = train(TrainConfig(datasets=[str(demos)], out=str(run / "variant"), steps=steps or DEFAULT_STEPS, seed=seed,
+                                    command=command, family_fractions=shares, **DEFAULT_TRAIN))
     else:
         run, variant = _reused_run(Path(reuse), family)
     corrections = data_root() / "datasets" / f"corrections-{family}-{stamp}"
