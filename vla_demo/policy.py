@@ -248,16 +248,24 @@ class LanguageConditionedPolicy:
         return action
 
     # ------------------------------------------------------------------ training
-    def forward(self, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
-        """Loss on a batch keyed like the training view (ARCHITECTURE section 4)."""
+    def forward(self, batch: dict[str, Any], module: torch.nn.Module | None = None, word_drop: float = 0.0,
+                generator: torch.Generator | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+        """Loss on a batch keyed like the training view (ARCHITECTURE section 4).
+
+        ``module`` is what runs the model (the trainer passes its DDP wrapper, so gradients are
+        synchronised); ``word_drop`` replaces that share of the instruction's words by the unknown
+        token, drawn from ``generator``.
+        """
+        from vla_demo.train import word_dropout
+
         m = self.model
         images = batch[OBS_IMAGE_FRONT]
         if images.shape[-1] != m.config.image_size or images.shape[-2] != m.config.image_size:
             images = torch.nn.functional.interpolate(images, size=(m.config.image_size,) * 2, mode="bilinear",
                                                      align_corners=False, antialias=True)
         enc = self.tokenizer(list(batch[TASK]))
-        ids = enc.input_ids
-        res = m(images, ids, enc.attention_mask, batch.get(OBS_STATE))
+        ids = word_dropout(enc.input_ids, enc.attention_mask, self.tokenizer.unk_id, word_drop, generator)
+        res = (module or m)(images, ids, enc.attention_mask, batch.get(OBS_STATE))
         return m.loss(res["out"], batch[ACTION], batch.get(ACTION_IS_PAD), res["goal"], batch.get(GOAL_POSITIONS))
 
     # ------------------------------------------------------------------ files

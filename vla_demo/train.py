@@ -284,11 +284,11 @@ def _make_policy(cfg, views):
 
 
 def _loss(policy, model, batch, cfg, g) -> tuple[torch.Tensor, dict[str, float]]:
-    images = augment(batch[OBS_IMAGE_FRONT], cfg.shift_px, cfg.colour_jitter, g) if model.training else batch[OBS_IMAGE_FRONT]
-    enc = policy.tokenizer(list(batch[TASK]))
-    ids = word_dropout(enc.input_ids, enc.attention_mask, policy.tokenizer.unk_id, cfg.word_drop if model.training else 0.0, g)
-    res = model(images, ids, enc.attention_mask, batch.get(OBS_STATE))
-    return policy.model.loss(res["out"], batch[ACTION], batch.get(ACTION_IS_PAD), res["goal"], batch.get(GOAL_POSITIONS))
+    """The policy's loss through ``model`` (the policy's model or its DDP wrapper), augmented in training."""
+    if not model.training:
+        return policy.forward(batch, module=model)
+    batch = {**batch, OBS_IMAGE_FRONT: augment(batch[OBS_IMAGE_FRONT], cfg.shift_px, cfg.colour_jitter, g)}
+    return policy.forward(batch, module=model, word_drop=cfg.word_drop, generator=g)
 
 
 @torch.no_grad()
