@@ -263,3 +263,19 @@ def test_only_a_new_gamepad_direction_wakes_the_stream(make_ctx):
     assert not s._wake.is_set()
     s.set_gamepad(0.6, 0.0, 0.0, True)  # the gripper closes
     assert s._wake.is_set()
+
+
+def test_the_action_chart_is_redrawn_only_when_the_history_changes(make_ctx):
+    s = make_ctx().session("a")
+    s.reset(seed=1, family="reach")
+    idle = s.action_chart()
+    assert s.action_chart() is idle  # nothing stepped: the same drawing, not a new one
+    for _ in range(3):  # a line needs two points
+        s.step()
+        frames(s, 4)
+    assert len(s.history) == 3
+    moved = s.action_chart()
+    assert moved is not idle and not np.array_equal(moved, idle) and s.action_chart() is moved
+    s.reset(seed=1, family="reach")
+    cleared = s.action_chart()
+    assert cleared is not moved and np.array_equal(cleared, idle)  # a new episode starts an empty chart

@@ -191,6 +191,8 @@ class Session:
         self.closed = False
         self.message = ""
         self.history: deque[np.ndarray] = deque(maxlen=PLOT_POINTS)
+        self._history_version = 0  # bumped on every change of ``history``: the chart is redrawn only then
+        self._chart: tuple[int, np.ndarray] | None = None  # (version, drawn chart)
         self._step_requested = False
         self._wake = threading.Event()  # ends the stream's wait: operator input, Run, Step, close
         self._gen = None
@@ -237,6 +239,7 @@ class Session:
             self._obs, self._frames, self._t = obs, [obs[OBS_IMAGE_FRONT]], 0
             self._prediction, self._last_success = None, None
             self.history.clear()
+            self._history_version += 1
             self.running, self.estopped, self.teleop.takeover = False, False, False
             self._refresh_prediction()
         note = f" (discarded {dropped} unsaved frames)" if dropped else ""
@@ -451,6 +454,7 @@ class Session:
         self.rates.step(time.perf_counter())
         self._t = rec.step + 1
         self.history.append(np.asarray(rec.action, np.float32))
+        self._history_version += 1
         self._last_success = rec.info.get("success")
         if self.recording.on:
             self.recording.frames.append({
@@ -545,12 +549,19 @@ class Session:
         return None if pred is None or pred.attention is None else list(pred.attention.words)
 
     def action_chart(self) -> np.ndarray:
-        """The executed actions of the last ``PLOT_POINTS`` steps, drawn (see ``ui/action_chart.py``)."""
+        """The executed actions of the last ``PLOT_POINTS`` steps, drawn (see ``ui/action_chart.py``); the
+        previous drawing while the history is unchanged (a paused or idle session costs nothing)."""
         from vla_demo.ui import action_chart
 
         with self.lock:
+            version, cached = self._history_version, self._chart
+            if cached is not None and cached[0] == version:
+                return cached[1]
             start, history = self._t - len(self.history), np.asarray(self.history, np.float32)
-        return action_chart.draw(history, start, self.env.config.action.low_high()[1], points=PLOT_POINTS)
+        chart = action_chart.draw(history, start, self.env.config.action.low_high()[1], points=PLOT_POINTS)
+        with self.lock:
+            self._chart = (version, chart)
+        return chart
 
     def stream(self, max_frames: int | None = None):
         """Yield :class:`LiveFrame` s forever (or ``max_frames``), paced at the control rate times the speed,
