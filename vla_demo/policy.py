@@ -29,7 +29,7 @@ import torch
 
 from vla_demo.constants import ACTION, ACTION_IS_PAD, GOAL_POSITIONS, OBS_IMAGE_FRONT, OBS_STATE, TASK
 from vla_demo.model import checkpoint
-from vla_demo.model.tokenizer import InstructionTokenizer
+from vla_demo.model.tokenizer import InstructionTokenizer, word_dropout
 from vla_demo.model.vla import ModelConfig, VLAModel, build_model
 
 @dataclass
@@ -256,8 +256,6 @@ class LanguageConditionedPolicy:
         synchronised); ``word_drop`` replaces that share of the instruction's words by the unknown
         token, drawn from ``generator``.
         """
-        from vla_demo.train import word_dropout
-
         m = self.model
         images = batch[OBS_IMAGE_FRONT]
         if images.shape[-1] != m.config.image_size or images.shape[-2] != m.config.image_size:

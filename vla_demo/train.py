@@ -13,15 +13,7 @@ import numpy as np
 import torch
 
 from vla_demo.constants import ACTION, ACTION_IS_PAD, GOAL_POSITIONS, OBS_IMAGE_FRONT, OBS_STATE, TASK
-
-
-def word_dropout(ids: torch.Tensor, mask: torch.Tensor, unk_id: int | None, p: float, generator=None) -> torch.Tensor:
-    """Replace real tokens by the unknown token with probability ``p`` (so unknown words at test
-    time look like something the model has seen)."""
-    if p <= 0 or unk_id is None:
-        return ids
-    drop = (torch.rand(ids.shape, generator=generator) < p) & mask
-    return torch.where(drop, torch.full_like(ids, unk_id), ids)
+from vla_demo.model.tokenizer import word_dropout
 
 
 def as_image_batch(images: Any, size: int) -> torch.Tensor:

@@ -162,3 +162,12 @@ class InstructionTokenizer:
                 idx = next((k for k, (a, b) in enumerate(spans) if a <= start < b), -1)
             token_words.append(idx)
         return tuple(ids), tuple(words), tuple(token_words)
+
+
+def word_dropout(ids: torch.Tensor, mask: torch.Tensor, unk_id: int | None, p: float, generator=None) -> torch.Tensor:
+    """Replace real tokens by the unknown token with probability ``p`` (so unknown words at test
+    time look like something the model has seen)."""
+    if p <= 0 or unk_id is None:
+        return ids
+    drop = (torch.rand(ids.shape, generator=generator) < p) & mask
+    return torch.where(drop, torch.full_like(ids, unk_id), ids)
