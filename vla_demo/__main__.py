@@ -39,6 +39,8 @@ def _add_collect(sub) -> None:
     p.add_argument("--split", choices=SPLITS, default="train")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise", type=float, default=0.3, help="executed-action noise, fraction of the limits")
+    p.add_argument("--detour", type=float, default=0.0,
+                   help="per-step probability of a deliberate excursion with the hand low (the label stays the expert's recovery)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: up to 2 cores)")
     p.add_argument("--size", type=int, default=128, help="camera image height and width")
     p.add_argument("--wrist", action="store_true", help="also record the wrist camera")
@@ -147,7 +149,8 @@ def cmd_collect(args) -> int:
     from vla_demo.data.collect import collect
 
     summary = collect(args.out, args.episodes, tuple(args.families), args.split, args.seed, args.noise,
-                      args.workers, (args.size, args.size), args.wrist, args.keep_failed)
+                      args.workers, (args.size, args.size), args.wrist, args.keep_failed,
+                      detour=args.detour)
     print(json.dumps(summary, indent=2))
     return 0
 

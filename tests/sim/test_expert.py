@@ -1,4 +1,4 @@
-"""Scripted expert: succeeds per family, follows the instruction, noise perturbs execution only."""
+"""Scripted expert: succeeds per family, follows the instruction, noise and detours perturb execution only."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 
 from vla_demo.constants import FAMILIES, OBS_STATE
 from vla_demo.evaluate import rollout
-from vla_demo.sim.expert import ScriptedExpert
+from vla_demo.sim.expert import DETOUR_BELOW_Z, NO_DETOUR_PHASES, ScriptedExpert
 
 
 def run(env, expert, seed, **options):
@@ -60,3 +60,43 @@ def test_expert_holds_still_on_an_instruction_it_cannot_ground(env):
 def test_negative_noise_is_rejected(env):
     with pytest.raises(ValueError, match="noise"):
         ScriptedExpert(env, noise=-1)
+
+
+def test_detours_are_full_speed_horizontal_moves_near_the_table_with_clean_labels(env):
+    obs, _ = env.reset(seed=3, options={"family": "pick"})
+    expert = ScriptedExpert(env, detour=0.5, seed=1)
+    detour_steps = []
+    for _ in range(60):
+        z, phase = obs[OBS_STATE][2], expert.phase
+        a = expert.select_action(obs)
+        off = not np.allclose(a[:2], expert.label[:2])
+        if off:
+            detour_steps.append((z, phase))
+            assert np.hypot(*a[:2]) == pytest.approx(0.02, rel=1e-4)  # full speed, horizontal
+            np.testing.assert_array_equal(a[2:], expert.label[2:])  # height, rotation, gripper untouched
+        obs = env.step(a)[0]
+    assert detour_steps, "p=0.5 near the table must start excursions"
+    assert all(z <= DETOUR_BELOW_Z + 0.021 for z, _ in detour_steps)  # the hand was low (one step of slack)
+    assert not any(phase in NO_DETOUR_PHASES for _, phase in detour_steps)
+
+
+def test_no_detour_keeps_the_executed_action_equal_to_the_label(env):
+    obs, _ = env.reset(seed=3, options={"family": "pick"})
+    expert = ScriptedExpert(env, seed=1)
+    for _ in range(30):
+        a = expert.select_action(obs)
+        np.testing.assert_array_equal(a, expert.label)
+        obs = env.step(a)[0]
+
+
+@pytest.mark.slow
+def test_expert_recovers_from_detours(env):
+    expert = ScriptedExpert(env, noise=0.3, detour=0.15, seed=0)
+    wins = sum(run(env, expert, seed, family="pick")[1] for seed in range(4))
+    assert wins >= 3, f"{wins}/4"
+
+
+@pytest.mark.parametrize("p", [-0.1, 1.5])
+def test_detour_outside_0_1_is_rejected(env, p):
+    with pytest.raises(ValueError, match="detour"):
+        ScriptedExpert(env, detour=p)

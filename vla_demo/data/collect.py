@@ -31,6 +31,7 @@ class CollectJob:
     noise: float
     image_size: tuple[int, int]
     wrist: bool
+    detour: float = 0.0
 
 
 def collection_seed(seed: int, i: int) -> int:
@@ -44,7 +45,7 @@ def run_demo(job: CollectJob):
     from vla_demo.sim.expert import ScriptedExpert
 
     env = worker_env(image_size=tuple(job.image_size), wrist_camera=job.wrist)
-    expert = ScriptedExpert(env, noise=job.noise, seed=job.seed)
+    expert = ScriptedExpert(env, noise=job.noise, seed=job.seed, detour=job.detour)
     keys = [OBS_IMAGE_FRONT] + ([OBS_IMAGE_WRIST] if job.wrist else [])
     rows: dict[str, list] = {k: [] for k in [*keys, OBS_STATE, ACTION, EXECUTED_ACTION, INTERVENTION, GOAL_POSITIONS]}
     tasks, success = [], False
@@ -75,8 +76,11 @@ def collect(
     wrist: bool = False,
     keep_failed: bool = False,
     progress: bool = True,
+    detour: float = 0.0,
 ) -> dict[str, Any]:
     """Record ``episodes`` scripted demonstrations (families in turn) into the dataset at ``out``.
+
+    ``noise`` and ``detour`` perturb the executed actions (see :class:`~vla_demo.sim.expert.ScriptedExpert`).
 
     Returns a summary: saved, failed, frames, seconds and frames per second.
     """
@@ -93,11 +97,11 @@ def collect(
     for f in families:
         get_family(f)
     workers = workers or min(2, os.cpu_count() or 1)
-    note = f"Scripted-expert demonstrations: families {', '.join(families)}, split `{split}`, action noise {noise}."
+    note = f"Scripted-expert demonstrations: families {', '.join(families)}, split `{split}`, action noise {noise}, detour probability {detour}."
     with DatasetWriter.held(out, sim_features(image_size, wrist, goals=True), SimConfig().control_hz, card_note=note) as writer:
         start = writer.num_episodes
-        jobs = [CollectJob(families[i % len(families)], split, collection_seed(seed, start + i), noise, tuple(image_size), wrist)
-                for i in range(episodes)]
+        jobs = [CollectJob(families[i % len(families)], split, collection_seed(seed, start + i), noise, tuple(image_size), wrist,
+                           detour) for i in range(episodes)]
         saved = failed = frames = 0
         t0 = time.perf_counter()
         bar = tqdm(total=episodes, desc=f"collect -> {Path(out).name}", unit="ep", disable=not progress)

@@ -9,6 +9,15 @@ course. With ``noise > 0`` the *executed* action is perturbed (DART-style) while
 :attr:`ScriptedExpert.label` keeps the clean action, so recorded demonstrations contain
 recoveries labelled with the correct command.
 
+White noise alone keeps the hand within millimetres of the clean path, because the expert corrects
+each step's error at the next. A policy trained on that never sees the hand *near but off* its
+target, and learns the shortcut "the object is where the hand is": in closed loop it then
+descends a few centimetres off the object, its goal head agreeing with its hand (measured on the
+2026-11-29 default policy: in failed picks both were off by 5-6 cm at the close, in successes
+1 cm). ``detour > 0`` adds deliberate excursions: with that probability per step (outside the
+close and release phases, with the hand low) the executed translation is replaced for 2-4 steps by a full-speed move
+in a random horizontal direction, while the recorded label stays the expert's recovery.
+
 Grasps keep the home yaw instead of turning the hand to each cube's yaw: the closing fingers square
 a turned cube up by themselves (30/30 pick, place and stack episodes succeed either way), and a cube's
 yaw is a few pixels of evidence in a 96 px frame, so aligning to it made the yaw label nearly
@@ -25,6 +34,9 @@ from vla_demo.sim import scene as sc, tasks
 HOVER = 0.10  # m above an object's centre before descending
 CARRY_Z = 0.16  # m, grasp-point height while carrying
 GRASP_MIN_Z = 0.018  # keep the fingertips off the table
+DETOUR_STEPS = (2, 4)  # control steps of one excursion (inclusive)
+NO_DETOUR_PHASES = ("close", "release")  # moving then would drag or drop the object
+DETOUR_BELOW_Z = 0.11  # m: excursions only where the hand is low, near what it is about to touch
 CLOSE_STEPS = 4  # control steps to close the fingers
 RELEASE_STEPS = 3
 XY_TOL = 0.008
@@ -38,13 +50,18 @@ class ScriptedExpert:
         env: the :class:`~vla_demo.sim.env.TabletopEnv` it acts in (read for privileged state).
         noise: std of the executed-action perturbation, as a fraction of each action limit.
         seed: seed of the noise generator.
+        detour: per-step probability of starting an excursion (see the module doc), 0..1.
     """
 
-    def __init__(self, env, noise: float = 0.0, seed: int | None = None):
+    def __init__(self, env, noise: float = 0.0, seed: int | None = None, detour: float = 0.0):
         if noise < 0:
             raise ValueError(f"noise must be >= 0, got {noise}")
+        if not 0.0 <= detour <= 1.0:
+            raise ValueError(f"detour must be a probability in 0..1, got {detour}")
         self.env = env
         self.noise = float(noise)
+        self.detour = float(detour)
+        self._detour_dir = np.zeros(2)
         self._rng = np.random.default_rng(seed)
         self.label = np.zeros(ACTION_DIM, np.float32)
         self.reset()
@@ -52,6 +69,7 @@ class ScriptedExpert:
     def reset(self) -> None:
         self.phase = "approach"
         self._counter = 0
+        self._detour_left = 0
         self._instruction: str | None = None
         self._goal: tasks.ResolvedGoal | None = None
 
@@ -65,13 +83,30 @@ class ScriptedExpert:
         else:
             clean = getattr(self, f"_{goal.goal.family}")(state, goal, self.env.world_view())
         self.label = clean.astype(np.float32)
-        if self.noise <= 0:
+        if self.noise <= 0 and self.detour <= 0:
             return self.label.copy()
         lim = self.env.config.action
         scale = np.array([lim.max_translation] * 3 + [lim.max_rotation] * 3)
         noisy = clean.copy()
-        noisy[:6] += self._rng.normal(0.0, self.noise, 6) * scale
+        if self.noise > 0:
+            noisy[:6] += self._rng.normal(0.0, self.noise, 6) * scale
+        if self._detouring(state):
+            noisy[:2] = self._detour_dir * lim.max_translation
         return noisy.astype(np.float32)
+
+    def _detouring(self, state) -> bool:
+        """Whether this step is part of an excursion (starting one with probability ``detour``)."""
+        if self.phase in NO_DETOUR_PHASES or state[2] > DETOUR_BELOW_Z:
+            self._detour_left = 0
+            return False
+        if self._detour_left == 0 and self.detour > 0 and self._rng.random() < self.detour:
+            angle = self._rng.uniform(0.0, 2 * np.pi)
+            self._detour_dir = np.array([np.cos(angle), np.sin(angle)])
+            self._detour_left = int(self._rng.integers(DETOUR_STEPS[0], DETOUR_STEPS[1] + 1))
+        if self._detour_left == 0:
+            return False
+        self._detour_left -= 1
+        return True
 
     # ------------------------------------------------------------------------------ helpers
     def _goal_for(self, instruction: str) -> tasks.ResolvedGoal | None:
