@@ -33,7 +33,7 @@ def test_the_correction_loop_can_redo_its_corrections_and_fine_tune_on_an_earlie
     from vla_demo.data.reader import DatasetReader
 
     monkeypatch.setenv("VLA_DEMO_DATA", str(tmp_path))
-    collect(tmp_path / "datasets" / "default-demos", episodes=2, families=("reach",), progress=False, workers=1)
+    collect(tmp_path / "datasets" / recipes.DEFAULT_DEMOS, episodes=2, families=("reach",), progress=False, workers=1)
     run = tmp_path / "runs" / "correction-reach-20260101-000000"
     shutil.copytree(tiny_policy_dir, run / "variant" / "policy")
     (run / "report.json").write_text('{"earlier": true}')
@@ -49,3 +49,31 @@ def test_the_correction_loop_can_redo_its_corrections_and_fine_tune_on_an_earlie
     assert "Difference" in (run / "report.md").read_text()
     with pytest.raises(ValueError, match="not a correction-loop run of 'pick'"):
         recipes.correction_loop("pick", command="test", reuse=run)
+
+
+def test_topping_up_the_demonstrations_never_repeats_a_scene(monkeypatch, tmp_path):
+    """The collector drops failed episodes; each top-up round must draw scenes no earlier round tried."""
+    from vla_demo.data import collect as col
+
+    tried: list[int] = []
+    held = {"n": 0}
+
+    def fake_collect(out, episodes, seed, noise, detour):
+        assert (noise, detour) == (recipes.DEMO_NOISE, recipes.DEMO_DETOUR)
+        seeds = [col.collection_seed(seed, held["n"] + i) for i in range(episodes)]  # as collect() numbers them
+        assert not set(seeds) & set(tried), "a top-up repeated a scene"
+        tried.extend(seeds)
+        saved = (episodes + 1) // 2  # half of the episodes fail
+        held["n"] += saved
+        return {"saved": saved}
+
+    monkeypatch.setattr(col, "collect", fake_collect)
+    monkeypatch.setattr(recipes, "_num_episodes", lambda _: held["n"])
+    assert recipes.collect_demos(tmp_path, 20, seed=0) == 0
+    assert held["n"] == 20 and len(tried) > 20
+    first_round = [col.collection_seed(0, i) for i in range(20)]
+    assert tried[:20] == first_round  # the first round is the plain seed's scenes, as before top-ups existed
+    assert recipes.collect_demos(tmp_path, 20, seed=0) == 20  # already full: nothing collected
+    monkeypatch.setattr(col, "collect", lambda *a, **k: {"saved": 0})
+    with pytest.raises(RuntimeError, match="failed every episode"):
+        recipes.collect_demos(tmp_path, 25, seed=0)

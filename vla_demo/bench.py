@@ -173,7 +173,7 @@ def bench_train(repeats: int = 10, batch: int = 32) -> list[Row]:
 
     from vla_demo.data.collect import collect
     from vla_demo.policy import LanguageConditionedPolicy
-    from vla_demo.recipes import DEFAULT_MODEL, FINETUNE_STEPS, data_root, fine_tune
+    from vla_demo.recipes import DEFAULT_MODEL, FINETUNE_STEPS, default_demos, fine_tune
 
     torch.set_num_threads(2)
     g = torch.Generator().manual_seed(0)
@@ -197,7 +197,7 @@ def bench_train(repeats: int = 10, batch: int = 32) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="vla_bench_") as tmp:
         LanguageConditionedPolicy.build("default", **DEFAULT_MODEL).save_pretrained(Path(tmp) / "base")
         collect(Path(tmp) / "new", episodes=10, progress=False)
-        demos = data_root() / "datasets" / "default-demos"
+        demos = default_demos()
         replay = [demos] if (demos / "meta" / "info.json").exists() else []
         t = time.perf_counter()
         fine_tune(Path(tmp) / "base", [Path(tmp) / "new"], replay, Path(tmp) / "run", steps=FINETUNE_STEPS if repeats >= 10 else 5)

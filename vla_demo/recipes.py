@@ -23,6 +23,12 @@ from vla_demo.constants import FAMILIES
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_POLICY = ASSETS / "policies" / "default"
 DEFAULT_EPISODES_PER_FAMILY = 400
+# The demonstrations: DART-style white action noise. Excursions with the hand low (the expert's
+# ``detour``, 0.15) were measured on 2026-12-01: stack 4% -> 24% and place 22% -> 30%, but push
+# 66% -> 52% (training phrasings, seed 0); not adopted (model card, "Tried on 2026-12-01").
+DEFAULT_DEMOS = "default-demos"
+DEMO_NOISE = 0.3
+DEMO_DETOUR = 0.0
 DEFAULT_STEPS = 8000
 # 16 instruction-conditioned keypoints give the fusion sub-token object positions; the sim always
 # has proprioception, so the state is hidden less often than in the generic preset (the webcam
@@ -70,24 +76,20 @@ def default_policy(command: str, steps: int | None = None, seed: int = 0, episod
                    out: Path = DEFAULT_POLICY) -> Path:
     """Collect (if needed) and train the shipped policy; returns its folder."""
     from vla_demo.config import TrainConfig
-    from vla_demo.data.collect import collect
-    from vla_demo.data.reader import DatasetReader
     from vla_demo.train import train
 
     t0 = time.time()
-    demos = data_root() / "datasets" / "default-demos"
+    demos = default_demos()
     want = episodes_per_family * len(FAMILIES)
-    have = DatasetReader(demos).num_episodes if (demos / "meta" / "info.json").exists() else 0
-    if have < want:
-        collect(demos, want - have, seed=seed, noise=0.3)
+    have = collect_demos(demos, want, seed)
     collect_s = time.time() - t0
     run = data_root() / "runs" / f"default-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = TrainConfig(datasets=[str(demos)], out=str(run), steps=steps or DEFAULT_STEPS, seed=seed, command=command,
                       **DEFAULT_TRAIN)
     path = train(cfg)
     card = (path / "README.md").read_text(encoding="utf-8")
-    card += (f"\n## Recipe\n\n- demonstrations: {want} scripted episodes ({episodes_per_family} per family, action noise 0.3); "
-             f"this run collected {max(0, want - have)} of them in {collect_s / 60:.1f} min"
+    card += (f"\n## Recipe\n\n- demonstrations: {want} scripted episodes ({episodes_per_family} per family, action noise "
+             f"{DEMO_NOISE}, detour probability {DEMO_DETOUR}); this run collected {max(0, want - have)} of them in {collect_s / 60:.1f} min"
              + (f" (the other {have} were already in `{demos}`)" if have else "")
              + f"\n- wall time of this command (collection + training): {(time.time() - t0) / 60:.1f} min on {os.cpu_count()} CPU cores\n")
     (path / "README.md").write_text(card, encoding="utf-8")
@@ -95,6 +97,36 @@ def default_policy(command: str, steps: int | None = None, seed: int = 0, episod
         shutil.rmtree(out)
     shutil.copytree(path, out)
     return out
+
+
+def default_demos() -> Path:
+    """The default recipe's demonstrations in the data root (also the app's fine-tune replay)."""
+    return data_root() / "datasets" / DEFAULT_DEMOS
+
+
+def collect_demos(demos: Path, want: int, seed: int = 0) -> int:
+    """Top ``demos`` up to ``want`` successful scripted episodes; returns how many it held before.
+
+    The collector drops failed episodes, so one call can save fewer than asked. Each further round
+    draws its scenes from a seed namespace of its own (keyed by the count reached), so a top-up
+    never repeats a scene an earlier round already tried, and the result is the same on every machine.
+    """
+    from vla_demo.data import collect as col
+
+    have = now = _num_episodes(demos)
+    while now < want:
+        round_seed = seed if now == 0 else seed + 1 + now
+        saved = col.collect(demos, want - now, seed=round_seed, noise=DEMO_NOISE, detour=DEMO_DETOUR)["saved"]
+        if saved == 0:
+            raise RuntimeError(f"the scripted expert failed every episode of a collection round into {demos}")
+        now = _num_episodes(demos)
+    return have
+
+
+def _num_episodes(dataset: Path) -> int:
+    from vla_demo.data.reader import DatasetReader
+
+    return DatasetReader(dataset).num_episodes if (dataset / "meta" / "info.json").exists() else 0
 
 
 def finetune_config(init_from: str | Path | None, new: list[str | Path], replay: list[str | Path], out: str | Path,
@@ -156,7 +188,7 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     from vla_demo.evaluate import difference_interval, evaluate
     from vla_demo.train import train
 
-    demos = data_root() / "datasets" / "default-demos"
+    demos = default_demos()
     if not (demos / "meta" / "info.json").exists():
         raise FileNotFoundError(f"{demos} is missing: run `python -m vla_demo train --preset default` first")
     shares = {family: CORRECTION_SHARE}

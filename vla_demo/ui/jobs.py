@@ -42,14 +42,14 @@ from pathlib import Path
 from typing import Any
 
 from vla_demo.constants import FAMILIES, SPLITS
-from vla_demo.recipes import FINETUNE_LR
+from vla_demo.recipes import DEFAULT_DEMOS, FINETUNE_LR
 
 log = logging.getLogger(__name__)
 
 STATES = ("queued", "running", "done", "failed", "cancelled")
 PROGRESS_FILE, STOP_FILE, RESULT_FILE, ERROR_FILE = "progress.jsonl", "STOP", "result.json", "error.json"
 LOG_FILE, SPEC_FILE, STATUS_FILE = "job.log", "spec.json", "status.json"
-REPLAY_DATASET = "default-demos"
+REPLAY_DATASET = DEFAULT_DEMOS
 MAX_STEPS = 100_000
 
 
