@@ -93,6 +93,8 @@ def collect(
 
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
+    if noise < 0 or not 0.0 <= detour <= 1.0:  # checked here too, before the dataset is opened
+        raise ValueError(f"noise must be >= 0 and detour a probability in 0..1, got noise={noise}, detour={detour}")
     check_split(split)
     for f in families:
         get_family(f)

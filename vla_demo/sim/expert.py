@@ -61,7 +61,6 @@ class ScriptedExpert:
         self.env = env
         self.noise = float(noise)
         self.detour = float(detour)
-        self._detour_dir = np.zeros(2)
         self._rng = np.random.default_rng(seed)
         self.label = np.zeros(ACTION_DIM, np.float32)
         self.reset()
