@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from vla_demo import recipes
+from vla_demo.constants import FAMILIES
 
 
 def test_a_fine_tune_mixes_its_replay_keeps_the_parent_chunk_and_learns_from_interventions(tiny_policy_dir, tmp_path):
@@ -49,6 +50,30 @@ def test_the_correction_loop_can_redo_its_corrections_and_fine_tune_on_an_earlie
     assert "Difference" in (run / "report.md").read_text()
     with pytest.raises(ValueError, match="not a correction-loop run of 'pick'"):
         recipes.correction_loop("pick", command="test", reuse=run)
+
+
+def test_a_fresh_correction_loop_collects_the_default_demonstrations_it_trains_its_variant_on(monkeypatch, tmp_path):
+    """On a fresh machine the experiment must not need the 30-minute default run first."""
+    monkeypatch.setenv("VLA_DEMO_DATA", str(tmp_path))
+    collected = []
+    monkeypatch.setattr(recipes, "collect_demos", lambda demos, want, seed=0: collected.append((demos, want, seed)) or 0)
+
+    class Trained(Exception):
+        pass
+
+    def stop_at_training(cfg):
+        raise Trained(cfg)
+
+    monkeypatch.setattr("vla_demo.train.train", stop_at_training)
+    with pytest.raises(Trained) as stopped:
+        recipes.correction_loop("push", command="test", seed=3)
+    demos = tmp_path / "datasets" / recipes.DEFAULT_DEMOS
+    assert collected == [(demos, recipes.DEFAULT_EPISODES_PER_FAMILY * len(FAMILIES), 3)]
+    cfg = stopped.value.args[0]
+    assert cfg.datasets == [str(demos)] and cfg.seed == 3
+    assert cfg.family_fractions == {"push": recipes.CORRECTION_SHARE}
+    with pytest.raises(FileNotFoundError, match="replay"):  # reusing a variant needs its demonstrations as they were
+        recipes.correction_loop("push", command="test", reuse=tmp_path / "runs" / "correction-push-1")
 
 
 def test_topping_up_the_demonstrations_never_repeats_a_scene(monkeypatch, tmp_path):

@@ -189,15 +189,16 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     from vla_demo.train import train
 
     demos = default_demos()
-    if not (demos / "meta" / "info.json").exists():
-        raise FileNotFoundError(f"{demos} is missing: run `python -m vla_demo train --preset default` first")
     shares = {family: CORRECTION_SHARE}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if reuse is None:
+        collect_demos(demos, DEFAULT_EPISODES_PER_FAMILY * len(FAMILIES), seed)  # the default run's, when missing
         run = data_root() / "runs" / f"correction-{family}-{stamp}"
         variant = train(TrainConfig(datasets=[str(demos)], out=str(run / "variant"), steps=steps or DEFAULT_STEPS, seed=seed,
                                     command=command, family_fractions=shares, **DEFAULT_TRAIN))
     else:
+        if not (demos / "meta" / "info.json").exists():
+            raise FileNotFoundError(f"{demos} is missing: the reused variant's demonstrations are also the fine-tune's replay")
         run, variant = _reused_run(Path(reuse), family)
     corrections = data_root() / "datasets" / f"corrections-{family}-{stamp}"
     recorded = record_corrections(variant, family, CORRECTION_EPISODES, corrections, seed=seed)
