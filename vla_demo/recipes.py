@@ -25,7 +25,9 @@ DEFAULT_POLICY = ASSETS / "policies" / "default"
 DEFAULT_EPISODES_PER_FAMILY = 400
 # The demonstrations: DART-style white action noise. Excursions with the hand low (the expert's
 # ``detour``, 0.15) were measured on 2026-12-01: stack 4% -> 24% and place 22% -> 30%, but push
-# 66% -> 52% (training phrasings, seed 0); not adopted (model card, "Demonstrations with detours").
+# 66% -> 52% (training phrasings, seed 0); kept out of push's contact phases, stack fell back to 4% on
+# the same stack demonstrations (retraining noise of that size). Not adopted (model card, "Demonstrations
+# with detours").
 DEFAULT_DEMOS = "default-demos"
 DEMO_NOISE = 0.3
 DEMO_DETOUR = 0.0
