@@ -250,3 +250,29 @@ def test_policy_drives_the_env_through_rollout(policy):
     records = list(rollout(env, policy, seed=0, max_steps=6))
     assert len(records) == 6 and records[0].prediction is not None
     env.close()
+
+
+def test_a_wrist_camera_policy_needs_and_uses_the_wrist_image(tok, tmp_path):
+    from vla_demo.constants import OBS_IMAGE_WRIST
+    from vla_demo.evaluate import rollout
+    from vla_demo.sim.env import TabletopEnv
+
+    policy = LanguageConditionedPolicy.build("default", tokenizer=tok, seed=0, wrist=True, **TINY)
+    assert policy.needs_wrist
+    with pytest.raises(ValueError, match="wrist camera"):
+        policy.predict(image(), "lift the cube")
+    a = policy.predict(image(), "lift the cube", wrist=image(1)).chunk
+    b = policy.predict(image(), "lift the cube", wrist=image(2)).chunk
+    assert not np.allclose(a, b)  # the wrist image reaches the actions
+    loaded = LanguageConditionedPolicy.from_pretrained(policy.save_pretrained(tmp_path / "ckpt"))
+    assert loaded.needs_wrist
+    np.testing.assert_array_equal(loaded.predict(image(), "lift the cube", wrist=image(1)).chunk, a)
+    batch = {OBS_IMAGE_FRONT: torch.rand(2, 3, 40, 40), TASK: ["lift the cube", "touch the ball"],
+             "action": torch.zeros(2, 4, 7), "action_is_pad": torch.zeros(2, 4, dtype=torch.bool)}
+    with pytest.raises(ValueError, match=OBS_IMAGE_WRIST):
+        policy.forward(batch)
+    loss, _ = policy.forward({**batch, OBS_IMAGE_WRIST: torch.rand(2, 3, 40, 40)})
+    assert torch.isfinite(loss)
+    env = TabletopEnv(image_size=(32, 32), wrist_camera=True)
+    assert len(list(rollout(env, policy, seed=0, max_steps=3))) == 3
+    env.close()

@@ -221,6 +221,12 @@ def worker_env(**overrides: Any):
     return _WORKER_CACHE[key]
 
 
+def policy_env(policy):
+    """This process's env with the cameras ``policy`` needs (the wrist camera only when asked for:
+    it costs a second render per step)."""
+    return worker_env(wrist_camera=True) if getattr(policy, "needs_wrist", False) else worker_env()
+
+
 def load_policy(spec: str, env):
     """Build the policy named by ``--policy``: ``expert``, a policy-server URL or a checkpoint folder."""
     if spec == "expert":
@@ -258,12 +264,12 @@ def other_instruction(family: str, split: str, seed: int) -> str:
 
 def run_episode(job: EpisodeJob) -> dict[str, Any]:
     """Run one evaluation episode (in a worker process or inline)."""
-    env = worker_env()
     spec = "expert" if job.mode == "expert" else job.policy
     key = f"policy:{spec}"
     if key not in _WORKER_CACHE:
-        _WORKER_CACHE[key] = load_policy(spec, env)
+        _WORKER_CACHE[key] = load_policy(spec, worker_env())
     policy = _WORKER_CACHE[key]
+    env = policy_env(policy)
     options = {"family": job.family, "split": job.split, "two_candidates": job.mode == "two_candidates"}
     blind = other_instruction(job.family, job.split, job.seed) if job.mode == "language_blind" else None
     frames, first_candidate, success, length = [], None, False, 0

@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_demo.constants import ACTION, ACTION_IS_PAD, GOAL_POSITIONS, OBS_IMAGE_FRONT, OBS_STATE, TASK
+from vla_demo.constants import ACTION, ACTION_IS_PAD, GOAL_POSITIONS, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, TASK
 from vla_demo.model import checkpoint
 from vla_demo.model.tokenizer import InstructionTokenizer, word_dropout
 from vla_demo.model.vla import ModelConfig, VLAModel, build_model
@@ -124,6 +124,13 @@ def prepare_images(images: list[Any], size: int) -> torch.Tensor:
     return torch.from_numpy(out).permute(0, 3, 1, 2).float().div_(255)
 
 
+def fit_batch(images: torch.Tensor, size: int) -> torch.Tensor:
+    """(B, 3, H, W) float batch resized (antialiased) to (B, 3, size, size) when it is not already."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+
+
 def prepare_state(state: Any, dim: int) -> torch.Tensor | None:
     if state is None:
         return None
@@ -200,16 +207,28 @@ class LanguageConditionedPolicy:
         self._history: deque[tuple[int, np.ndarray]] = deque()
         self._t = 0
 
+    @property
+    def needs_wrist(self) -> bool:
+        """True when the model also sees the wrist camera (the env must render it)."""
+        return bool(self.model.config.wrist)
+
     @torch.inference_mode()
-    def predict(self, image, instruction: str, state=None, return_attention: bool = False) -> Prediction:
-        """One fresh prediction: the action chunk, and attention when asked."""
+    def predict(self, image, instruction: str, state=None, return_attention: bool = False, wrist=None) -> Prediction:
+        """One fresh prediction: the action chunk, and attention when asked.
+
+        ``wrist`` is the wrist camera's image, required by (and only used by) a policy that
+        ``needs_wrist``."""
         m = self.model
         if not isinstance(instruction, str):
             raise ValueError(f"instruction must be a string, got {type(instruction).__name__}")
+        if self.needs_wrist and wrist is None:
+            raise ValueError("this policy also needs the wrist camera's image (an env made with wrist_camera=True); "
+                             "the webcam and front-only sims cannot drive it")
         images = prepare_images([image], m.config.image_size)
+        hand = prepare_images([wrist], m.config.image_size) if self.needs_wrist else None
         enc = self.tokenizer([instruction])
         st = prepare_state(state, m.config.state_dim)
-        res = m(images, enc.input_ids, enc.attention_mask, st, need_weights=return_attention)
+        res = m(images, enc.input_ids, enc.attention_mask, st, need_weights=return_attention, wrist=hand)
         chunk = m.decode(res["out"])[0].numpy().astype(np.float32)  # (H, A)
         attention = None
         if return_attention:
@@ -224,16 +243,16 @@ class LanguageConditionedPolicy:
 
     def select_action(self, obs: dict[str, Any]) -> np.ndarray:
         """Stateful closed-loop control from an env observation."""
-        image, text, state = obs[OBS_IMAGE_FRONT], obs[TASK], obs.get(OBS_STATE)
+        image, text, state, wrist = obs[OBS_IMAGE_FRONT], obs[TASK], obs.get(OBS_STATE), obs.get(OBS_IMAGE_WRIST)
         if self.config.temporal_ensemble:
-            return self._ensembled(image, text, state)
+            return self._ensembled(image, text, state, wrist)
         if not self._queue:
-            chunk = self.predict(image, text, state, return_attention=self.attention_in_loop).chunk
+            chunk = self.predict(image, text, state, return_attention=self.attention_in_loop, wrist=wrist).chunk
             self._queue.extend(chunk[: self.config.n_action_steps])
         return self._queue.popleft()
 
-    def _ensembled(self, image, text, state) -> np.ndarray:
-        chunk = self.predict(image, text, state, return_attention=self.attention_in_loop).chunk
+    def _ensembled(self, image, text, state, wrist) -> np.ndarray:
+        chunk = self.predict(image, text, state, return_attention=self.attention_in_loop, wrist=wrist).chunk
         H = len(chunk)
         self._history.append((self._t, chunk))
         while self._history and self._history[0][0] <= self._t - H:
@@ -257,13 +276,15 @@ class LanguageConditionedPolicy:
         token, drawn from ``generator``.
         """
         m = self.model
-        images = batch[OBS_IMAGE_FRONT]
-        if images.shape[-1] != m.config.image_size or images.shape[-2] != m.config.image_size:
-            images = torch.nn.functional.interpolate(images, size=(m.config.image_size,) * 2, mode="bilinear",
-                                                     align_corners=False, antialias=True)
+        images = fit_batch(batch[OBS_IMAGE_FRONT], m.config.image_size)
+        hand = None
+        if self.needs_wrist:
+            if OBS_IMAGE_WRIST not in batch:
+                raise ValueError(f"this policy also sees the wrist camera: the batch needs {OBS_IMAGE_WRIST!r}")
+            hand = fit_batch(batch[OBS_IMAGE_WRIST], m.config.image_size)
         enc = self.tokenizer(list(batch[TASK]))
         ids = word_dropout(enc.input_ids, enc.attention_mask, self.tokenizer.unk_id, word_drop, generator)
-        res = (module or m)(images, ids, enc.attention_mask, batch.get(OBS_STATE))
+        res = (module or m)(images, ids, enc.attention_mask, batch.get(OBS_STATE), wrist=hand)
         return m.loss(res["out"], batch[ACTION], batch.get(ACTION_IS_PAD), res["goal"], batch.get(GOAL_POSITIONS))
 
     # ------------------------------------------------------------------ files

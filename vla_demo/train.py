@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_demo.constants import ACTION, ACTION_IS_PAD, GOAL_POSITIONS, OBS_IMAGE_FRONT, OBS_STATE, TASK
+from vla_demo.constants import ACTION, ACTION_IS_PAD, GOAL_POSITIONS, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, TASK
 from vla_demo.model.tokenizer import word_dropout
 
 
@@ -279,7 +279,8 @@ def _loss(policy, model, batch, cfg, g) -> tuple[torch.Tensor, dict[str, float]]
     """The policy's loss through ``model`` (the policy's model or its DDP wrapper), augmented in training."""
     if not model.training:
         return policy.forward(batch, module=model)
-    batch = {**batch, OBS_IMAGE_FRONT: augment(batch[OBS_IMAGE_FRONT], cfg.shift_px, cfg.colour_jitter, g)}
+    cameras = [k for k in (OBS_IMAGE_FRONT, OBS_IMAGE_WRIST) if k in batch]
+    batch = {**batch, **{k: augment(batch[k], cfg.shift_px, cfg.colour_jitter, g) for k in cameras}}
     return policy.forward(batch, module=model, word_drop=cfg.word_drop, generator=g)
 
 
@@ -313,9 +314,10 @@ def train(cfg, progress=None, stop=None) -> Path:
     splits = [(keep_family_share(v.reader, tr, cfg.fractions_for(i), cfg.seed), va) for i, (v, (tr, va)) in enumerate(zip(probe, splits, strict=True))]
     policy = _make_policy(cfg, probe)
     size = policy.model.config.image_size
-    train_views = [TrainingView(d, cfg.chunk_size, image_size=size, cache_budget_mb=cfg.cache_budget_mb, episodes=tr)
+    wrist = OBS_IMAGE_WRIST if policy.needs_wrist else None
+    train_views = [TrainingView(d, cfg.chunk_size, image_size=size, cache_budget_mb=cfg.cache_budget_mb, episodes=tr, wrist_key=wrist)
                    for d, (tr, _) in zip(cfg.datasets, splits, strict=True)]
-    val_views = [TrainingView(d, cfg.chunk_size, image_size=size, cache_budget_mb=256, episodes=va)
+    val_views = [TrainingView(d, cfg.chunk_size, image_size=size, cache_budget_mb=256, episodes=va, wrist_key=wrist)
                  for d, (_, va) in zip(cfg.datasets, splits, strict=True) if va]
     model = policy.model
     model.train()

@@ -59,7 +59,7 @@ def make_frame(features: dict, e: int, t: int, g: int) -> dict:
     frame = {TASK: task_of(e, t)}
     for key, feat in features.items():
         if feat["dtype"] == "video":
-            frame[key] = image_of(g)
+            frame[key] = 255 - image_of(g) if key == OBS_IMAGE_WRIST else image_of(g)
         elif feat["dtype"] == "bool":
             frame[key] = intervention_of(e, t)
         else:  # state is the negated action, any other vector the action (cut to its size)
@@ -152,6 +152,20 @@ def test_decoded_images_are_close_to_the_recorded_ones(view):
         got = view[i][OBS_IMAGE_FRONT].numpy().transpose(1, 2, 0) * 255  # (H, W, 3), RGB order
         error = np.abs(got - image_of(i).astype(np.float32)).mean()
         assert error < 8, f"frame {i}: mean abs error {error:.1f}"
+
+
+def test_the_wrist_camera_is_served_when_asked_for_and_cached_apart(tmp_path):
+    root = write_dataset(tmp_path / "ds", sim_features((SIZE, SIZE), wrist=True))
+    both = TrainingView(root, chunk_size=4, wrist_key=OBS_IMAGE_WRIST)
+    assert OBS_IMAGE_WRIST not in TrainingView(root, chunk_size=4)[0]
+    for i in range(len(both)):
+        item = both[i]
+        for key, want in ((OBS_IMAGE_FRONT, image_of(i)), (OBS_IMAGE_WRIST, 255 - image_of(i))):
+            got = item[key].numpy().transpose(1, 2, 0) * 255
+            assert np.abs(got - want.astype(np.float32)).mean() < 8, (key, i)
+    assert both.cache_bytes == 2 * sum(LENGTHS) * FRAME_BYTES  # two cameras, each episode once
+    with pytest.raises(ValueError, match=OBS_IMAGE_WRIST):
+        TrainingView(tmp_path / "ds", wrist_key="observation.images.side")
 
 
 def test_negative_and_out_of_range_indices(view):

@@ -261,3 +261,32 @@ def test_goal_head_reads_the_keypoints_and_trains_their_heat_maps(tok):
     model.goal_loss(goal, torch.zeros(3, 6)).backward()
     assert model.keypoints.score.grad.abs().sum() > 0 and model.keypoints.film.weight.grad.abs().sum() > 0
     assert model.head[0].weight.grad is None  # the action head is not involved
+
+
+def test_wrist_camera_adds_its_tokens_and_changes_the_prediction(tok):
+    cfg = tiny(tok, wrist=True, keypoints=3)
+    model = build_model(cfg).eval()
+    images, ids, mask, state = inputs(tok)
+    hand = torch.rand(images.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        res = model(images, ids, mask, state, need_weights=True, wrist=hand)
+        other = model(images, ids, mask, state, wrist=hand.flip(-1))["out"]
+    n_vis = (32 // 16) ** 2
+    per_camera = n_vis + 3
+    assert res["layout"]["wrist"] == (2 + per_camera, 2 + 2 * per_camera)
+    assert res["layout"]["language"][0] == 2 + 2 * per_camera
+    assert res["attention"][0].shape[-1] == 2 + 2 * per_camera + ids.size(1)
+    assert not torch.allclose(res["out"], other)  # the prediction depends on the wrist image
+    with pytest.raises(ValueError, match="wrist camera"):
+        model(images, ids, mask, state)
+    with pytest.raises(ValueError, match="wrist camera"):
+        model(images, ids, mask, state, wrist=hand[:, :, :16])
+    with pytest.raises(ValueError, match="conv vision"):
+        tiny(tok, wrist=True, vision="patch", patch_size=8)
+
+
+def test_front_only_models_keep_their_parameters(tok):
+    names = set(build_model(tiny(tok, keypoints=2)).state_dict())
+    assert not any(n.startswith("wrist") for n in names)
+    wrist_names = set(build_model(tiny(tok, keypoints=2, wrist=True)).state_dict())
+    assert names < wrist_names and {n.split(".")[0] for n in wrist_names - names} == {"wrist_vision", "wrist_keypoints", "wrist_pos"}

@@ -4,6 +4,7 @@
 follow ARCHITECTURE's batch contract::
 
     observation.images.front  float32 (3, H, W) in [0, 1]
+    observation.images.wrist  float32 (3, H, W) in [0, 1], only when asked for (``wrist_key``)
     observation.state         float32 (state_dim,)  only when the dataset has a state feature
     task                      str, the instruction in force at that frame
     action                    float32 (chunk_size, action_dim): actions t..t+H-1 of the same episode
@@ -25,7 +26,7 @@ import numpy as np
 import torch
 
 from vla_demo.constants import (ACTION, ACTION_IS_PAD, EXECUTED_ACTION, GOAL_NAMES, GOAL_POSITIONS, INTERVENTION, OBS_IMAGE_FRONT,
-                                OBS_STATE, TASK)
+                                OBS_IMAGE_WRIST, OBS_STATE, TASK)
 from vla_demo.data import format as fmt
 from vla_demo.data.reader import DatasetReader
 
@@ -43,6 +44,7 @@ class TrainingView(torch.utils.data.Dataset):
         root: dataset folder (holding ``meta/info.json``).
         chunk_size: H, the number of future actions per item (t..t+H-1).
         image_key: the camera feature (named after ``key_map``) served as ``observation.images.front``.
+        wrist_key: a second camera feature served as ``observation.images.wrist`` (None: none).
         image_size: resize frames to ``image_size`` x ``image_size`` (cv2.INTER_AREA); None keeps them.
         cache_budget_mb: upper bound of the decoded-frame cache (uint8, already resized).
         key_map: ``{dataset key: our key}`` renames applied before validation, e.g.
@@ -57,22 +59,25 @@ class TrainingView(torch.utils.data.Dataset):
 
     def __init__(self, root: str | Path, chunk_size: int = 8, image_key: str = OBS_IMAGE_FRONT,
                  image_size: int | None = None, cache_budget_mb: float = 2048,
-                 key_map: dict[str, str] | None = None, action_dim: int = 7, episodes: list[int] | None = None):
+                 key_map: dict[str, str] | None = None, action_dim: int = 7, episodes: list[int] | None = None,
+                 wrist_key: str | None = None):
         if chunk_size < 1 or action_dim < 1 or (image_size is not None and image_size < 1):
             raise ValueError(f"chunk_size ({chunk_size}), action_dim ({action_dim}) and image_size "
                              f"({image_size}) must be positive")
         self.reader = DatasetReader(root)
         self.chunk_size, self.action_dim = chunk_size, action_dim
-        self.image_key, self.image_size = image_key, image_size
+        self.image_key, self.wrist_key, self.image_size = image_key, wrist_key, image_size
         self.cache_budget_bytes = int(cache_budget_mb * BYTES_PER_MB)
         self.key_map = dict(key_map or {})
         self.features, self._source = rename_features(self.reader.features, self.key_map)
         check_camera(self.features, image_key, self.key_map)
+        if wrist_key is not None:
+            check_camera(self.features, wrist_key, self.key_map)
         check_action(self.features, action_dim, self.key_map)
         check_numeric(self.features, OBS_STATE)
         self.episodes = select_episodes(episodes, self.reader.num_episodes)
         self._load_columns()
-        self._cache: OrderedDict[int, np.ndarray] = OrderedDict()  # position in self.episodes -> (L, h, w, 3)
+        self._cache: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()  # (episode position, camera) -> (L, h, w, 3)
         self._cache_bytes = 0
 
     # ------------------------------------------------------------------ construction
@@ -132,6 +137,8 @@ class TrainingView(torch.utils.data.Dataset):
             INTERVENTION: torch.tensor(bool(self._interventions[i])),
             GOAL_POSITIONS: torch.from_numpy(self._goals[i].copy()),  # (6,), NaN when unlabelled
         }
+        if self.wrist_key is not None:
+            item[OBS_IMAGE_WRIST] = to_chw_float(self.episode_frames(k, self.wrist_key)[t])  # (3, h, w)
         if self._states is not None:
             item[OBS_STATE] = torch.from_numpy(self._states[i].copy())  # (S,)
         return item
@@ -142,30 +149,32 @@ class TrainingView(torch.utils.data.Dataset):
         """Bytes of decoded frames currently cached (never more than ``cache_budget_bytes``)."""
         return self._cache_bytes
 
-    def episode_frames(self, k: int) -> np.ndarray:
-        """(L, h, w, 3) uint8 frames of the k-th selected episode, from the cache or decoded now."""
-        frames = self._cache.get(k)
+    def episode_frames(self, k: int, camera: str | None = None) -> np.ndarray:
+        """(L, h, w, 3) uint8 frames of the k-th selected episode's ``camera`` (default: the
+        ``image_key`` one), from the cache or decoded now."""
+        key = (k, camera or self.image_key)
+        frames = self._cache.get(key)
         if frames is not None:
-            self._cache.move_to_end(k)
+            self._cache.move_to_end(key)
             return frames
-        frames = resize_frames(self._decode(self.episodes[k]), self.image_size)
-        self._remember(k, frames)
+        frames = resize_frames(self._decode(self.episodes[k], key[1]), self.image_size)
+        self._remember(key, frames)
         return frames
 
-    def _decode(self, e: int) -> np.ndarray:
-        source = self._source.get(self.image_key, self.image_key)
-        if self.features[self.image_key]["dtype"] == "video":
+    def _decode(self, e: int, camera: str) -> np.ndarray:
+        source = self._source.get(camera, camera)
+        if self.features[camera]["dtype"] == "video":
             return self.reader.frames(source, e)
         return decode_pngs(self.reader.episode_columns(e)[source])
 
-    def _remember(self, k: int, frames: np.ndarray) -> None:
+    def _remember(self, key: tuple[int, str], frames: np.ndarray) -> None:
         """Cache ``frames``, evicting least recently used episodes; skip when they alone exceed the budget."""
         if frames.nbytes > self.cache_budget_bytes:
             return
         while self._cache and self._cache_bytes + frames.nbytes > self.cache_budget_bytes:
             _, old = self._cache.popitem(last=False)
             self._cache_bytes -= old.nbytes
-        self._cache[k] = frames
+        self._cache[key] = frames
         self._cache_bytes += frames.nbytes
 
     # ------------------------------------------------------------------ extras

@@ -1,6 +1,7 @@
 """VLAModel: vision tokens + instruction tokens fused by a Transformer, read out by an action head.
 
     image (B,3,H,W) --vision encoder--> visual tokens (B,N,d) --FiLM(instruction)--+
+    [wrist image (B,3,H,W) --its own conv stem--> (B,N,d) --FiLM(instruction)------+]  (config.wrist)
     instruction ids (B,T) --text encoder--> word tokens (B,T,d), sentence (B,d) ----+
     state (B,7) or None --linear / learned "no state"--> state token (B,1,d) -------+
                                                                                     v
@@ -49,6 +50,10 @@ class ModelConfig:
     Vision:
         vision: ``conv`` (stride-4 stem, cheap), ``patch`` (ViT patches, the reference), or
             ``hf`` (a ``transformers`` backbone described by ``vision_spec``).
+        wrist: also see the wrist camera (``conv`` vision only): a second conv stem of its own
+            (and its own keypoints when ``keypoints`` > 0) whose tokens join the front camera's.
+            The hand's camera shows the object relative to the fingers, which the front camera
+            resolves poorly along its depth axis.
         patch_size: ViT patch side for ``patch``.
         coordconv: append x/y coordinate channels to the image (helps pixel-to-position mapping).
         film: modulate the visual tokens with the instruction (FiLM).
@@ -81,6 +86,7 @@ class ModelConfig:
     state_dim: int = STATE_DIM
     chunk_size: int = 8
     vision: str = "conv"
+    wrist: bool = False
     patch_size: int = 16
     coordconv: bool = True
     film: bool = True
@@ -117,6 +123,7 @@ class ModelConfig:
             require(self.image_size % self.patch_size == 0, f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
         require(0 <= self.keypoints <= 64, f"keypoints must be in 0..64, got {self.keypoints}")
         require(self.keypoints == 0 or self.vision == "conv", "keypoints need the conv vision encoder")
+        require(not self.wrist or self.vision == "conv", "the wrist camera needs the conv vision encoder")
         require(self.vision != "hf" or self.vision_spec is not None, "vision='hf' needs a vision_spec")
         require(self.text != "hf" or self.text_spec is not None, "text='hf' needs a text_spec")
         require(2 <= self.n_bins <= 4096, f"n_bins must be in 2..4096, got {self.n_bins}")
@@ -370,6 +377,11 @@ class VLAModel(nn.Module):
         self.vis_pos = nn.Parameter(torch.zeros(1, n_vis, d))
         self.film = nn.Linear(d, 2 * d) if cfg.film else None
         self.keypoints = SpatialKeypoints(vision_encoder.feature_dim, cfg.keypoints, d) if cfg.keypoints else None
+        self.wrist_vision = self.wrist_keypoints = self.wrist_pos = None
+        if cfg.wrist:  # the hand's camera: its own stem, keypoints and positions (its view is unlike the front's)
+            self.wrist_vision = ConvStem(cfg.image_size, d, cfg.coordconv)
+            self.wrist_keypoints = SpatialKeypoints(self.wrist_vision.feature_dim, cfg.keypoints, d) if cfg.keypoints else None
+            self.wrist_pos = nn.Parameter(torch.zeros(1, n_vis, d))
         self.readout = nn.Parameter(torch.zeros(1, 1, d))
         self.state_proj = nn.Linear(cfg.state_dim, d)
         self.no_state = nn.Parameter(torch.zeros(1, 1, d))
@@ -392,8 +404,9 @@ class VLAModel(nn.Module):
         self._init_weights()
 
     def _init_weights(self) -> None:
-        for p in (self.vis_pos, self.readout, self.no_state, self.type_emb):
-            nn.init.normal_(p, std=0.02)
+        for p in (self.vis_pos, self.wrist_pos, self.readout, self.no_state, self.type_emb):
+            if p is not None:
+                nn.init.normal_(p, std=0.02)
         if self.film is not None:  # start as the identity modulation
             nn.init.zeros_(self.film.weight)
             nn.init.zeros_(self.film.bias)
@@ -415,25 +428,21 @@ class VLAModel(nn.Module):
                 std.copy_(t(stats[key]["std"]).clamp(min=1e-3))
 
     # ------------------------------------------------------------------ forward
-    def encode(self, images, ids, text_mask, state, need_weights: bool = False):
+    def encode(self, images, ids, text_mask, state, need_weights: bool = False, wrist=None):
         """Fuse the modalities. Returns (readout (B, d), per-layer attention list or None,
-        keypoint positions (B, K, 2) or None)."""
+        front keypoint positions (B, K, 2) or None)."""
         B = images.size(0)
         words, sentence = self.language(ids, text_mask)
         words, sentence = self.txt_proj(words), self.txt_proj(sentence)  # (B, T, d), (B, d)
         text_mask = text_mask.bool()
-        kp_pos = None
-        if self.keypoints is not None:
-            tokens, fmap = self.vision.features(images)
-            kps, kp_pos = self.keypoints(fmap, words, text_mask)  # (B, K, d), (B, K, 2)
-        else:
-            tokens, kps = self.vision(images), None
-        vis = self.vis_proj(tokens) + self.vis_pos  # (B, N, d)
-        if self.film is not None:
-            gamma, beta = self.film(sentence).unsqueeze(1).chunk(2, dim=-1)  # (B, 1, d) each
-            vis = vis * (1 + gamma) + beta
-        if kps is not None:
-            vis = torch.cat([vis, kps], dim=1)  # keypoint tokens ride with the visual ones (B, N + K, d)
+        film = self.film(sentence).unsqueeze(1).chunk(2, dim=-1) if self.film is not None else None  # (B, 1, d) x 2
+        vis, kp_pos = self._camera(self.vision, self.keypoints, self.vis_pos, images, words, text_mask, film)  # (B, N + K, d)
+        if self.wrist_vision is not None:
+            if wrist is None or wrist.shape != images.shape:
+                got = None if wrist is None else tuple(wrist.shape)
+                raise ValueError(f"this model also sees the wrist camera: pass wrist images shaped like the front ones {tuple(images.shape)}, got {got}")
+            hand, _ = self._camera(self.wrist_vision, self.wrist_keypoints, self.wrist_pos, wrist, words, text_mask, film)
+            vis = torch.cat([vis, hand], dim=1)  # (B, 2 (N + K), d)
         if state is None:
             st = self.no_state.expand(B, -1, -1)
         else:
@@ -452,11 +461,26 @@ class VLAModel(nn.Module):
                 attn.append(w)
         return self.ln_f(x[:, 0]), attn, kp_pos
 
-    def forward(self, images, ids, text_mask, state=None, need_weights: bool = False) -> dict[str, Any]:
+    def _camera(self, stem, keypoints, pos, images, words, text_mask, film):
+        """One camera's tokens (B, N + K, d): FiLM-modulated visual tokens, then its keypoint tokens,
+        and the keypoint positions (B, K, 2) or None."""
+        if keypoints is not None:
+            tokens, fmap = stem.features(images)
+            kps, kp_pos = keypoints(fmap, words, text_mask)  # (B, K, d), (B, K, 2)
+        else:
+            tokens, kps, kp_pos = stem(images), None, None
+        vis = self.vis_proj(tokens) + pos  # (B, N, d)
+        if film is not None:
+            gamma, beta = film
+            vis = vis * (1 + gamma) + beta
+        return (vis if kps is None else torch.cat([vis, kps], dim=1)), kp_pos
+
+    def forward(self, images, ids, text_mask, state=None, need_weights: bool = False, wrist=None) -> dict[str, Any]:
         """Predict an action chunk.
 
         Args:
             images: (B, 3, H, W) float in [0, 1], H = W = ``config.image_size``.
+            wrist: the wrist camera's images, shaped like ``images`` (only for ``config.wrist``).
             ids, text_mask: (B, T) token ids and bool mask (True on real tokens).
             state: (B, state_dim) in physical units, or None.
             need_weights: also return per-layer attention (B, heads, S, S) and token layout.
@@ -465,13 +489,15 @@ class VLAModel(nn.Module):
             ``{"out": (B, H, per_step) raw head output, "goal": (B, 6) normalised goal positions
             or None, "attention": list | None, "layout": dict}``.
         """
-        h, attn, kp_pos = self.encode(images, ids, text_mask, state, need_weights)
+        h, attn, kp_pos = self.encode(images, ids, text_mask, state, need_weights, wrist)
         B, H = h.size(0), self.config.chunk_size
         out = self.head(h).view(B, H, -1)  # (B, H, per_step)
         goal = self.goal_head(h, kp_pos) if self.goal_head is not None else None  # (B, 6), normalised
         n_vis = self.grid[0] * self.grid[1]
-        t0 = 2 + n_vis + self.config.keypoints
-        layout = {"state": 1, "vision": (2, 2 + n_vis), "keypoints": (2 + n_vis, t0), "language": (t0, t0 + ids.size(1))}
+        per_camera = n_vis + self.config.keypoints
+        t0 = 2 + per_camera * (2 if self.wrist_vision is not None else 1)
+        layout = {"state": 1, "vision": (2, 2 + n_vis), "keypoints": (2 + n_vis, 2 + per_camera),
+                  "wrist": (2 + per_camera, t0), "language": (t0, t0 + ids.size(1))}
         return {"out": out, "goal": goal, "attention": attn, "layout": layout}
 
     # ------------------------------------------------------------------ heads: decode and loss
