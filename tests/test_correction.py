@@ -74,3 +74,16 @@ def test_record_corrections_writes_flagged_shared_episodes(tmp_path):
     flags = np.concatenate([reader.episode_columns(e)["intervention"] for e in range(2)])
     assert flags.sum() == summary["intervention_frames"] > 0
     assert {reader.episode(e)["source"] for e in range(2)} == {"shared"}
+
+
+def test_corrections_of_a_wrist_camera_policy_record_the_wrist_camera(tmp_path):
+    from vla_demo.constants import OBS_IMAGE_WRIST
+    from vla_demo.policy import LanguageConditionedPolicy
+
+    LanguageConditionedPolicy.build("default", image_size=32, d_model=32, n_heads=2, n_layers=1, head_hidden=32,
+                                    wrist=True).save_pretrained(tmp_path / "policy")
+    record_corrections(tmp_path / "policy", "reach", 1, tmp_path / "ds", seed=1)
+    reader = DatasetReader(tmp_path / "ds")
+    assert OBS_IMAGE_WRIST in reader.features
+    wrist = reader.frames(OBS_IMAGE_WRIST, 0)
+    assert len(wrist) == len(reader.episode_columns(0)["intervention"]) and wrist.std() > 0

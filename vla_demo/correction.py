@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from vla_demo.config import require
-from vla_demo.constants import ACTION, EXECUTED_ACTION, INTERVENTION, OBS_IMAGE_FRONT, OBS_STATE, TASK
+from vla_demo.constants import ACTION, EXECUTED_ACTION, INTERVENTION, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, TASK
 
 
 @dataclass
@@ -95,14 +95,16 @@ def corrected_episode(env, policy, corrector: ScriptedCorrector, seed: int, opti
 
     control = RolloutControl()
     corrector.reset()
-    rows: dict[str, list] = {k: [] for k in (OBS_IMAGE_FRONT, OBS_STATE, ACTION, EXECUTED_ACTION, INTERVENTION)}
+    cameras = [OBS_IMAGE_FRONT] + ([OBS_IMAGE_WRIST] if env.config.wrist_camera else [])
+    rows: dict[str, list] = {k: [] for k in (*cameras, OBS_STATE, ACTION, EXECUTED_ACTION, INTERVENTION)}
     tasks, success = [], False
     for rec in rollout(env, policy, seed=seed, options=options, control=control):
         if not rec.intervention:
             corrector.watch(rec.observation, rec.action, rec.step)
         if corrector.engaged and not rec.done:
             control.override(corrector.act(rec.next_observation))
-        rows[OBS_IMAGE_FRONT].append(rec.observation[OBS_IMAGE_FRONT])
+        for k in cameras:
+            rows[k].append(rec.observation[k])
         rows[OBS_STATE].append(rec.observation[OBS_STATE])
         relabelled = corrector.config.relabel and not rec.intervention and corrector.advice is not None
         rows[ACTION].append(corrector.advice if relabelled else rec.label)
@@ -133,9 +135,12 @@ def record_corrections(policy_dir: str | os.PathLike, family: str, episodes: int
 
     env = TabletopEnv()
     policy = load_policy(str(policy_dir), env)
+    if getattr(policy, "needs_wrist", False):  # a wrist-camera policy: render (and record) the hand's view too
+        env.close()
+        env = TabletopEnv(wrist_camera=True)
     corrector = ScriptedCorrector(env, config)
     note = f"Shared-autonomy corrections of `{Path(policy_dir).name}` on {family} by a scripted operator."
-    with DatasetWriter.held(out, sim_features(env.config.image_size, False), SimConfig().control_hz, card_note=note) as writer:
+    with DatasetWriter.held(out, sim_features(env.config.image_size, env.config.wrist_camera), SimConfig().control_hz, card_note=note) as writer:
         summary = {"saved": 0, "successes": 0, "intervention_frames": 0, "frames": 0, "dataset": str(writer.root)}
         start = writer.num_episodes
         for i in tqdm(range(episodes), desc=f"corrections -> {Path(out).name}", unit="ep"):

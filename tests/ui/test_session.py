@@ -279,3 +279,21 @@ def test_the_action_chart_is_redrawn_only_when_the_history_changes(make_ctx):
     s.reset(seed=1, family="reach")
     cleared = s.action_chart()
     assert cleared is not moved and np.array_equal(cleared, idle)  # a new episode starts an empty chart
+
+
+def test_a_wrist_camera_policy_gets_a_sim_that_renders_the_hand_view(make_ctx, tmp_path):
+    from vla_demo.constants import OBS_IMAGE_WRIST
+    from vla_demo.policy import LanguageConditionedPolicy
+
+    path = LanguageConditionedPolicy.build("default", image_size=32, d_model=32, n_heads=2, n_layers=1, head_hidden=32,
+                                           keypoints=4, wrist=True).save_pretrained(tmp_path / "wrist")
+    ctx = make_ctx(path)
+    s = ctx.session("a")
+    s.reset(seed=3, family="pick")
+    assert s.env.config.wrist_camera and OBS_IMAGE_WRIST in s._obs
+    s.step()
+    frames(s, 3)
+    assert s._t == 1 and "error" not in s.message.lower()
+    ctx.registry.activate("expert")
+    s.reset(seed=3, family="pick")
+    assert not s.env.config.wrist_camera and OBS_IMAGE_WRIST not in s._obs  # no second render for others

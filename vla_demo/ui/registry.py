@@ -138,6 +138,12 @@ class PolicyRegistry:
             return name, template.fork()
         return name, type(template)(template.model, template.tokenizer, _copy_config(template.config))
 
+    def needs_wrist(self, version: str | None = None) -> bool:
+        """Whether the version's policy also sees the wrist camera (the session's sim must then
+        render the hand's view every step). ``None`` means the active version."""
+        name = self.active if version is None else version
+        return name != EXPERT and bool(getattr(self._load(name), "needs_wrist", False))
+
     def _load(self, name: str):
         """The cached loaded policy of a learned version (ValueError if corrupt or mismatched;
         RemotePolicyError, a ConnectionError, if the default's server cannot be used)."""

@@ -172,11 +172,10 @@ class Session:
 
     def __init__(self, ctx):
         from vla_demo.evaluate import RolloutControl
-        from vla_demo.sim.env import TabletopEnv
 
         self.ctx = ctx
         self.lock = threading.RLock()
-        self.env = TabletopEnv(image_size=(ctx.camera_size, ctx.camera_size))
+        self.env = self._make_env(wrist=False)
         self.control = RolloutControl()
         self.rates = Rates()
         self.teleop = Teleop()
@@ -227,6 +226,7 @@ class Session:
             self.recording.frames = []
             self.control.stop.set()
             self.control = RolloutControl()
+            self._match_cameras()
             obs, _ = self.env.reset(seed=None if seed is None or seed < 0 else int(seed), options=options)
             if instruction:
                 self._set_instruction_now(instruction)
@@ -244,6 +244,19 @@ class Session:
             self._refresh_prediction()
         note = f" (discarded {dropped} unsaved frames)" if dropped else ""
         return self._say(f"new scene: {self.env.instruction!r} on {self.version}{note}")
+
+    def _make_env(self, wrist: bool):
+        from vla_demo.sim.env import TabletopEnv
+
+        return TabletopEnv(image_size=(self.ctx.camera_size, self.ctx.camera_size), wrist_camera=wrist)
+
+    def _match_cameras(self) -> None:
+        """Re-make the sim when the active policy needs other cameras than it renders (the wrist
+        camera costs a second render per step, so only a wrist-camera policy gets it)."""
+        wrist = self.ctx.registry.needs_wrist()
+        if wrist != self.env.config.wrist_camera:
+            self.env.close()
+            self.env = self._make_env(wrist)
 
     def _set_instruction_now(self, text: str) -> None:
         self.env.set_instruction(text)
