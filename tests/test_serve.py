@@ -352,6 +352,16 @@ def test_cli_refuses_what_it_cannot_serve(spec, words, capsys):
     assert words in capsys.readouterr().err
 
 
+def test_cli_refuses_a_wrist_camera_policy(tmp_path, capsys):
+    from vla_demo.policy import LanguageConditionedPolicy
+    from vla_demo.serve import main
+
+    path = LanguageConditionedPolicy.build("default", image_size=32, d_model=32, n_heads=2, n_layers=1, head_hidden=32,
+                                           wrist=True).save_pretrained(tmp_path / "wrist")
+    assert main(["--policy", str(path), "--port", str(free_port())]) == 2
+    assert "wrist camera" in capsys.readouterr().err
+
+
 def test_bench_rows_compare_the_round_trip_with_the_local_call():
     from vla_demo import bench
 

@@ -121,7 +121,11 @@ def load_served_policy(spec: str):
         raise ValueError(f"no policy checkpoint folder at {spec!r}")
     from vla_demo.policy import LanguageConditionedPolicy
 
-    return LanguageConditionedPolicy.from_pretrained(spec)
+    policy = LanguageConditionedPolicy.from_pretrained(spec)
+    if policy.needs_wrist:
+        raise ValueError(f"{spec!r} also sees the wrist camera, which the serving protocol does not carry "
+                         "(one image per request); serve a front-camera checkpoint")
+    return policy
 
 
 class PolicyRunner:
