@@ -291,9 +291,13 @@ def test_a_wrist_camera_policy_gets_a_sim_that_renders_the_hand_view(make_ctx, t
     s = ctx.session("a")
     s.reset(seed=3, family="pick")
     assert s.env.config.wrist_camera and OBS_IMAGE_WRIST in s._obs
+    assert s._prediction is not None  # the overlay's own prediction read the hand's view too
+    s.set_recording(True, "wrist-ops", "alice")
     s.step()
     frames(s, 3)
-    assert s._t == 1 and "error" not in s.message.lower()
+    assert s._t == 1 and "saved episode 0" in s.save_episode("failure")
+    reader = DatasetReader(ctx.data_root / "datasets" / "wrist-ops")
+    assert len(reader.frames(OBS_IMAGE_WRIST, 0)) == 1  # recorded with its hand's view, ready to fine-tune on
     ctx.registry.activate("expert")
     s.reset(seed=3, family="pick")
     assert not s.env.config.wrist_camera and OBS_IMAGE_WRIST not in s._obs  # no second render for others

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from vla_demo.constants import ACTION, EXECUTED_ACTION, FAMILIES, INTERVENTION, OBS_IMAGE_FRONT, OBS_STATE, TASK
+from vla_demo.constants import ACTION, EXECUTED_ACTION, FAMILIES, INTERVENTION, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, TASK
 from vla_demo.viz import Overlays
 
 MODES = ("policy", "teleop", "shared")
@@ -397,7 +397,7 @@ class Session:
         from vla_demo.data.format import sim_features
 
         success = {"success": True, "failure": False, "unlabelled": None}.get(label, self.auto_success())
-        return self._save(self.recording, sim_features(self.env.config.image_size), success)
+        return self._save(self.recording, sim_features(self.env.config.image_size, self.env.config.wrist_camera), success)
 
     def save_webcam_episode(self, label: str = "unlabelled") -> str:
         """Save the labelled webcam frames as one episode of the webcam dataset (no state)."""
@@ -474,6 +474,7 @@ class Session:
                 OBS_IMAGE_FRONT: rec.observation[OBS_IMAGE_FRONT], OBS_STATE: rec.observation[OBS_STATE],
                 ACTION: rec.label, EXECUTED_ACTION: rec.action, INTERVENTION: bool(rec.intervention),
                 TASK: rec.observation[TASK],
+                **({OBS_IMAGE_WRIST: rec.observation[OBS_IMAGE_WRIST]} if OBS_IMAGE_WRIST in rec.observation else {}),
             })
         self._obs = rec.next_observation
         if rec.done:
@@ -510,7 +511,8 @@ class Session:
             return
         try:
             obs = self._obs
-            self._prediction = predict(obs[OBS_IMAGE_FRONT], obs[TASK], obs[OBS_STATE], return_attention=self.overlays.attention)
+            hand = {"wrist": obs[OBS_IMAGE_WRIST]} if OBS_IMAGE_WRIST in obs else {}  # rendered only for wrist policies
+            self._prediction = predict(obs[OBS_IMAGE_FRONT], obs[TASK], obs[OBS_STATE], return_attention=self.overlays.attention, **hand)
         except ValueError as e:
             self._prediction = None
             self._say(f"policy could not read this input: {e}")
