@@ -131,3 +131,18 @@ def test_ab_replay_renders_both_versions_on_one_seed(tmp_path, assets):
     a, b = res["sides"]
     assert (a["version"], b["version"]) == ("default", "expert") and b["success"]
     assert "replay B" in (tmp_path / "progress.jsonl").read_text()
+
+
+def test_ab_replay_of_a_wrist_camera_version_against_the_expert(tmp_path):
+    import threading
+
+    from vla_demo.policy import LanguageConditionedPolicy
+    from vla_demo.ui.jobs import ProgressWriter, run_replay
+
+    wrist = LanguageConditionedPolicy.build("default", image_size=32, d_model=32, n_heads=2, n_layers=1, head_hidden=32,
+                                            wrist=True).save_pretrained(tmp_path / "wrist")
+    spec = {"versions": ["v1", "expert"], "policies": [str(wrist), "expert"], "family": "reach",
+            "split": "train", "seed": 3, "size": 48}
+    res = run_replay(spec, tmp_path, ProgressWriter(tmp_path / "progress.jsonl"), threading.Event())
+    a, b = res["sides"]
+    assert a["steps"] > 0 and b["success"] and os.path.getsize(res["clip"]) > 0

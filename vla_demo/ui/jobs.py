@@ -520,11 +520,15 @@ def run_replay(spec: dict[str, Any], folder: Path, report: ProgressWriter, stop:
     from vla_demo.sim.env import TabletopEnv
 
     size = spec["size"]
-    env = TabletopEnv(image_size=(size, size), robot_visuals="full")
+    envs = {False: TabletopEnv(image_size=(size, size), robot_visuals="full")}  # by wrist camera on/off
     sides, clips = [], []
     try:
         for k, (name, policy_spec) in enumerate(zip(spec["versions"], spec["policies"], strict=True)):
-            policy = load_policy(policy_spec, env)
+            policy = load_policy(policy_spec, envs[False])
+            wrist = bool(getattr(policy, "needs_wrist", False))  # the same seeded scene, with the hand's view rendered
+            if wrist not in envs:
+                envs[wrist] = TabletopEnv(image_size=(size, size), robot_visuals="full", wrist_camera=True)
+            env = envs[wrist]
             obs, _ = env.reset(seed=spec["seed"], options={"family": spec["family"], "split": spec["split"]})
             frames, info, steps = [obs["observation.images.front"]], {}, 0
             for rec in rollout(env, policy, observation=obs):
@@ -539,7 +543,8 @@ def run_replay(spec: dict[str, Any], folder: Path, report: ProgressWriter, stop:
             sides.append({"version": name, "success": success, "steps": steps})
         instruction = env.instruction
     finally:
-        env.close()
+        for e in envs.values():
+            e.close()
     n = max(len(c) for c in clips)
     padded = [c + [c[-1]] * (n - len(c)) for c in clips]
     gap = np.full((padded[0][0].shape[0], 6, 3), 255, np.uint8)
