@@ -219,3 +219,16 @@ def test_train_cli_writes_a_policy_with_its_command(demos, tmp_path, capsys):
     assert "python -m vla_demo train" in card and "3 x batch 4" in card
     assert main(["train", "--steps", "3"]) == 2
     assert "--data" in capsys.readouterr().err
+
+
+def test_train_cli_wrist_trains_on_both_cameras_and_refuses_front_only_data(demos, tmp_path, capsys):
+    from vla_demo.__main__ import main
+    from vla_demo.policy import LanguageConditionedPolicy
+
+    both = tmp_path / "both"
+    collect(both, episodes=2, families=("reach",), seed=4, workers=1, image_size=(32, 32), wrist=True, progress=False)
+    out = tmp_path / "wrist"
+    assert main(["train", "--data", str(both), "--out", str(out), "--steps", "2", "--batch-size", "4", "--wrist"]) == 0
+    assert LanguageConditionedPolicy.from_pretrained(out / "policy").needs_wrist
+    assert main(["train", "--data", demos, "--out", str(tmp_path / "no"), "--steps", "2", "--wrist"]) == 2
+    assert "observation.images.wrist" in capsys.readouterr().err

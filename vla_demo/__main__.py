@@ -86,6 +86,8 @@ def _add_train(sub) -> None:
     p.add_argument("--weights", nargs="+", type=float, default=None, help="sampling weight per dataset")
     p.add_argument("--out", default=None, help="run folder (default: <data root>/runs/train-<time>)")
     p.add_argument("--model", default="default", choices=("default", "reference"), help="model preset")
+    p.add_argument("--wrist", action="store_true",
+                   help="the model also sees the wrist camera (every dataset must have it: collect --wrist)")
     p.add_argument("--init-from", default=None, help="fine-tune from this checkpoint folder")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -219,7 +221,8 @@ def cmd_train(args) -> int:
         if not args.data:
             raise ValueError("give --data DATASET [DATASET ...] (or --preset default)")
         path = recipes.train_run(args.data, out=args.out, weights=args.weights, preset=args.model, init_from=args.init_from,
-                                 steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, command=command)
+                                 steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, command=command,
+                                 wrist=args.wrist)
     print(f"wrote {path}")
     return 0
 

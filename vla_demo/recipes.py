@@ -61,7 +61,7 @@ def data_root() -> Path:
 
 
 def train_run(datasets, out=None, weights=None, preset="default", init_from=None, steps=None, batch_size=None,
-              lr=None, seed=0, command="") -> Path:
+              lr=None, seed=0, command="", wrist=False) -> Path:
     from vla_demo.config import TrainConfig
     from vla_demo.train import train
 
@@ -69,6 +69,8 @@ def train_run(datasets, out=None, weights=None, preset="default", init_from=None
     kw = {k: v for k, v in dict(steps=steps, batch_size=batch_size, lr=lr).items() if v is not None}
     if steps is not None:
         kw["warmup_steps"] = min(100, steps // 10)  # short runs (tests, quick fine-tunes) warm up briefly
+    if wrist:
+        kw["model_overrides"] = {"wrist": True}
     cfg = TrainConfig(datasets=[str(d) for d in datasets], out=out, weights=weights, preset=preset,
                       init_from=init_from, seed=seed, command=command, **kw)
     return train(cfg)

@@ -164,7 +164,7 @@ def test_the_wrist_camera_is_served_when_asked_for_and_cached_apart(tmp_path):
             got = item[key].numpy().transpose(1, 2, 0) * 255
             assert np.abs(got - want.astype(np.float32)).mean() < 8, (key, i)
     assert both.cache_bytes == 2 * sum(LENGTHS) * FRAME_BYTES  # two cameras, each episode once
-    with pytest.raises(ValueError, match=OBS_IMAGE_WRIST):
+    with pytest.raises(ValueError, match="no wrist camera"):
         TrainingView(tmp_path / "ds", wrist_key="observation.images.side")
 
 

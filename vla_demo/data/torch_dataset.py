@@ -71,6 +71,9 @@ class TrainingView(torch.utils.data.Dataset):
         self.key_map = dict(key_map or {})
         self.features, self._source = rename_features(self.reader.features, self.key_map)
         check_camera(self.features, image_key, self.key_map)
+        if wrist_key is not None and wrist_key not in self.features:
+            raise ValueError(f"{root} has no wrist camera ({wrist_key!r}): a wrist-camera policy trains only on "
+                             "datasets recorded with it (collect --wrist, or the app under a wrist-camera policy)")
         if wrist_key is not None:
             check_camera(self.features, wrist_key, self.key_map)
         check_action(self.features, action_dim, self.key_map)
