@@ -89,3 +89,11 @@ def test_expert_default_and_missing_default(tmp_path):
     assert reg.active == "expert" and reg.names() == ["expert"]
     with pytest.raises(ValueError, match="neither a checkpoint folder"):
         PolicyRegistry(tmp_path, str(tmp_path / "nope"))
+
+
+def test_reopening_with_the_expert_as_default_ignores_the_old_default_in_history(tmp_path, checkpoints):
+    a, b = checkpoints
+    reg = PolicyRegistry(tmp_path, str(a))
+    reg.activate(reg.add_version(b, "default", {}, "t"))  # history now holds "default"
+    again = PolicyRegistry(tmp_path, "expert")  # "default" and v1's parent no longer exist as such
+    assert again.active in again.names() and "default" not in again.names()

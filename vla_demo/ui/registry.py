@@ -67,6 +67,7 @@ class PolicyRegistry:
         self.warning = ""  # set when the saved active version could not be restored
         if self.default_url:
             self._connect()  # an unreachable server or a refused token fails here, at start
+        self._active, self._history = self.base_name, []  # until restored (restoring lists the versions)
         self._active, self._history = self._restore()
 
     # ------------------------------------------------------------------ queries
@@ -143,6 +144,12 @@ class PolicyRegistry:
         render the hand's view every step). ``None`` means the active version."""
         name = self.active if version is None else version
         return name != EXPERT and bool(getattr(self._load(name), "needs_wrist", False))
+
+    def sim_needs_wrist(self) -> bool:
+        """Whether sessions should render the wrist camera: for the active version, and also when
+        the default policy sees it, so that what the operator records (under any version, the expert
+        included) can fine-tune the default."""
+        return self.needs_wrist() or (DEFAULT in self.names() and self.needs_wrist(DEFAULT))
 
     def _load(self, name: str):
         """The cached loaded policy of a learned version (ValueError if corrupt or mismatched;
