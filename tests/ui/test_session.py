@@ -298,6 +298,13 @@ def test_a_wrist_camera_policy_gets_a_sim_that_renders_the_hand_view(make_ctx, t
     assert s._t == 1 and "saved episode 0" in s.save_episode("failure")
     reader = DatasetReader(ctx.data_root / "datasets" / "wrist-ops")
     assert len(reader.frames(OBS_IMAGE_WRIST, 0)) == 1  # recorded with its hand's view, ready to fine-tune on
+    gallery, _ = s.probe(None, ["pick up the red cube"])  # the sim's frame: with the sim's hand view
+    assert len(gallery) == 1
+    out, status = s.webcam(np.zeros((48, 64, 3), np.uint8), "pick up the red cube")
+    assert out is not None and "wrist camera: none (blank input" in status  # a webcam has no hand camera
     ctx.registry.activate("expert")
     s.reset(seed=3, family="pick")
-    assert not s.env.config.wrist_camera and OBS_IMAGE_WRIST not in s._obs  # no second render for others
+    assert s.env.config.wrist_camera  # what is recorded under the expert can still fine-tune the default
+    front = make_ctx().session("b")  # the expert as default: no second render
+    front.reset(seed=3, family="pick")
+    assert not front.env.config.wrist_camera and OBS_IMAGE_WRIST not in front._obs

@@ -251,9 +251,9 @@ class Session:
         return TabletopEnv(image_size=(self.ctx.camera_size, self.ctx.camera_size), wrist_camera=wrist)
 
     def _match_cameras(self) -> None:
-        """Re-make the sim when the active policy needs other cameras than it renders (the wrist
-        camera costs a second render per step, so only a wrist-camera policy gets it)."""
-        wrist = self.ctx.registry.needs_wrist()
+        """Re-make the sim when the policies need other cameras than it renders (the wrist camera
+        costs a second render per step: only a wrist-camera active or default policy asks for it)."""
+        wrist = self.ctx.registry.sim_needs_wrist()
         if wrist != self.env.config.wrist_camera:
             self.env.close()
             self.env = self._make_env(wrist)
@@ -647,8 +647,9 @@ class Session:
         if not texts:
             raise ValueError("type at least one instruction")
         gallery, rows = [], []
+        hand = self._wrist_input(frame, sim=image is None)
         for text in texts:
-            pred = predict(frame, text, None, return_attention=True)
+            pred = predict(frame, text, None, return_attention=True, **hand)
             shown = viz.heatmap(viz.upscale(frame, 256), pred.attention.image_rollout)
             gallery.append((shown, text))
             rows.append([text, *[round(float(v), 4) for v in pred.action]])
@@ -666,7 +667,8 @@ class Session:
             return None, f"{self.version} is not a learned policy; pick one in the Fine-tune tab"
         frame = to_image_array(image)
         t = time.perf_counter()
-        pred = predict(frame, (instruction or "").strip()[:256], None, return_attention=self.overlays.attention)
+        hand = self._wrist_input(frame, sim=False)
+        pred = predict(frame, (instruction or "").strip()[:256], None, return_attention=self.overlays.attention, **hand)
         ms = 1000 * (time.perf_counter() - t)
         out = viz.upscale(frame, self.ctx.display_size) if frame.shape[0] < self.ctx.display_size else frame.copy()
         if pred.attention is not None:
@@ -678,7 +680,21 @@ class Session:
         out = viz.gripper_badge(out, float(pred.action[6]))
         action = ", ".join(f"{v:+.3f}" for v in pred.action)
         note = self._label_webcam_frame(frame, instruction)
-        return out, f"action [{action}] | policy {ms:.1f} ms | state: none (webcam){note}"
+        blank = " | wrist camera: none (blank input; this policy was trained with one)" if hand else ""
+        return out, f"action [{action}] | policy {ms:.1f} ms | state: none (webcam){blank}{note}"
+
+    def _wrist_input(self, frame: np.ndarray, sim: bool) -> dict[str, np.ndarray]:
+        """``wrist=`` for a policy that needs the hand's view: the sim's own when ``frame`` is the
+        sim's, else a blank image (a webcam has no hand camera: the policy then acts on the front view
+        alone, which it never trained for; the webcam's status line says so)."""
+        if not getattr(self.policy, "needs_wrist", False):
+            return {}
+        if sim:
+            with self.lock:
+                hand = self._obs.get(OBS_IMAGE_WRIST)
+            if hand is not None:
+                return {"wrist": hand.copy()}
+        return {"wrist": np.zeros_like(frame)}
 
     def _label_webcam_frame(self, frame: np.ndarray, instruction: str) -> str:
         """Buffer the frame, resized to the camera size the way the policy squares its input, with
