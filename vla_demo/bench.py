@@ -113,9 +113,10 @@ def bench_policy(repeats: int = 100) -> list[Row]:
     p95: dict[str, tuple[float, str]] = {}
     for preset in ("default", "reference"):
         policy = LanguageConditionedPolicy.build(preset, **(DEFAULT_MODEL if preset == "default" else {}))
+        hand = {"wrist": image} if policy.needs_wrist else {}  # the shipped policy also sees the wrist camera
         variants = {preset: False} if preset == "reference" else {preset: False, f"{preset}_attention": True}
         for name, attention in variants.items():
-            lo, hi = latency_ms(lambda p=policy, a=attention: p.predict(image, text, state, return_attention=a), repeats)
+            lo, hi = latency_ms(lambda p=policy, a=attention, h=hand: p.predict(image, text, state, return_attention=a, **h), repeats)
             p50[f"policy.act_p50_ms.{name}"] = (lo, "ms")
             p95[f"policy.act_p95_ms.{name}"] = (hi, "ms")
     rows = []
@@ -173,7 +174,7 @@ def bench_train(repeats: int = 10, batch: int = 32) -> list[Row]:
 
     from vla_demo.data.collect import collect
     from vla_demo.policy import LanguageConditionedPolicy
-    from vla_demo.recipes import DEFAULT_MODEL, FINETUNE_STEPS, default_demos, fine_tune
+    from vla_demo.recipes import DEFAULT_MODEL, DEMO_WRIST, FINETUNE_STEPS, default_demos, fine_tune
 
     torch.set_num_threads(2)
     g = torch.Generator().manual_seed(0)
@@ -184,6 +185,8 @@ def bench_train(repeats: int = 10, batch: int = 32) -> list[Row]:
         size = m.config.image_size
         batch_ = {"observation.images.front": torch.rand(batch, 3, size, size, generator=g), "task": ["pick up the red cube"] * batch,
                   "observation.state": torch.randn(batch, 7, generator=g), "action": torch.randn(batch, m.config.chunk_size, 7, generator=g) * 0.01}
+        if policy.needs_wrist:
+            batch_["observation.images.wrist"] = torch.rand(batch, 3, size, size, generator=g)
         opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
 
         def step(p=policy, o=opt, b=batch_):
@@ -196,7 +199,7 @@ def bench_train(repeats: int = 10, batch: int = 32) -> list[Row]:
     rows = make_rows(values, "train.samples_per_s.reference")
     with tempfile.TemporaryDirectory(prefix="vla_bench_") as tmp:
         LanguageConditionedPolicy.build("default", **DEFAULT_MODEL).save_pretrained(Path(tmp) / "base")
-        collect(Path(tmp) / "new", episodes=10, progress=False)
+        collect(Path(tmp) / "new", episodes=10, wrist=DEMO_WRIST, progress=False)
         demos = default_demos()
         replay = [demos] if (demos / "meta" / "info.json").exists() else []
         t = time.perf_counter()
