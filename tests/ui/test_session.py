@@ -308,3 +308,15 @@ def test_a_wrist_camera_policy_gets_a_sim_that_renders_the_hand_view(make_ctx, t
     front = make_ctx().session("b")  # the expert as default: no second render
     front.reset(seed=3, family="pick")
     assert not front.env.config.wrist_camera and OBS_IMAGE_WRIST not in front._obs
+
+
+def test_the_shipped_policy_drives_a_session_with_the_cameras_it_needs(make_ctx):
+    from vla_demo.recipes import DEFAULT_POLICY, DEMO_WRIST
+
+    assert sum(f.stat().st_size for f in DEFAULT_POLICY.rglob("*") if f.is_file()) <= 30 * 2**20  # the 30 MB budget
+    s = make_ctx(DEFAULT_POLICY).session("a")
+    s.reset(seed=0, family="reach")
+    assert s.policy.needs_wrist == DEMO_WRIST == s.env.config.wrist_camera
+    s.step()
+    frames(s, 3)
+    assert s._t == 1 and s._prediction is not None and np.isfinite(s._prediction.action).all()
