@@ -130,12 +130,12 @@ def record_corrections(policy_dir: str | os.PathLike, family: str, episodes: int
     from vla_demo.data.collect import collection_seed
     from vla_demo.data.format import sim_features
     from vla_demo.data.writer import DatasetWriter, Episode
-    from vla_demo.evaluate import load_policy
+    from vla_demo.evaluate import load_policy, uses_wrist
     from vla_demo.sim.env import TabletopEnv
 
     env = TabletopEnv()
     policy = load_policy(str(policy_dir), env)
-    if getattr(policy, "needs_wrist", False):  # a wrist-camera policy: render (and record) the hand's view too
+    if uses_wrist(policy):  # a wrist-camera policy: render (and record) the hand's view too
         env.close()
         env = TabletopEnv(wrist_camera=True)
     corrector = ScriptedCorrector(env, config)

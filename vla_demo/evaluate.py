@@ -221,10 +221,15 @@ def worker_env(**overrides: Any):
     return _WORKER_CACHE[key]
 
 
+def uses_wrist(policy) -> bool:
+    """Does ``policy`` also read the wrist camera? (False for the expert, remote and front-only policies.)"""
+    return bool(getattr(policy, "needs_wrist", False))
+
+
 def policy_env(policy):
     """This process's env with the cameras ``policy`` needs (the wrist camera only when asked for:
     it costs a second render per step)."""
-    return worker_env(wrist_camera=True) if getattr(policy, "needs_wrist", False) else worker_env()
+    return worker_env(wrist_camera=True) if uses_wrist(policy) else worker_env()
 
 
 def load_policy(spec: str, env):

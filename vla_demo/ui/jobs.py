@@ -514,7 +514,7 @@ def run_replay(spec: dict[str, Any], folder: Path, report: ProgressWriter, stop:
     """Both versions on the same seeded episode, rendered side by side into ``ab.mp4``."""
     import numpy as np
 
-    from vla_demo.evaluate import load_policy, rollout
+    from vla_demo.evaluate import load_policy, rollout, uses_wrist
     from vla_demo.media import write_video
     from vla_demo.render import caption
     from vla_demo.sim.env import TabletopEnv
@@ -525,7 +525,7 @@ def run_replay(spec: dict[str, Any], folder: Path, report: ProgressWriter, stop:
     try:
         for k, (name, policy_spec) in enumerate(zip(spec["versions"], spec["policies"], strict=True)):
             policy = load_policy(policy_spec, envs[False])
-            wrist = bool(getattr(policy, "needs_wrist", False))  # the same seeded scene, with the hand's view rendered
+            wrist = uses_wrist(policy)  # the same seeded scene, with the hand's view rendered
             if wrist not in envs:
                 envs[wrist] = TabletopEnv(image_size=(size, size), robot_visuals="full", wrist_camera=True)
             env = envs[wrist]

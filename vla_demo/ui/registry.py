@@ -142,14 +142,16 @@ class PolicyRegistry:
     def needs_wrist(self, version: str | None = None) -> bool:
         """Whether the version's policy also sees the wrist camera (the session's sim must then
         render the hand's view every step). ``None`` means the active version."""
+        from vla_demo.evaluate import uses_wrist
+
         name = self.active if version is None else version
-        return name != EXPERT and bool(getattr(self._load(name), "needs_wrist", False))
+        return name != EXPERT and uses_wrist(self._load(name))
 
     def sim_needs_wrist(self) -> bool:
         """Whether sessions should render the wrist camera: for the active version, and also when
         the default policy sees it, so that what the operator records (under any version, the expert
         included) can fine-tune the default."""
-        return self.needs_wrist() or (DEFAULT in self.names() and self.needs_wrist(DEFAULT))
+        return self.needs_wrist() or (self.base_name == DEFAULT and self.needs_wrist(DEFAULT))
 
     def _load(self, name: str):
         """The cached loaded policy of a learned version (ValueError if corrupt or mismatched;

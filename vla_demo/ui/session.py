@@ -511,7 +511,7 @@ class Session:
             return
         try:
             obs = self._obs
-            hand = {"wrist": obs[OBS_IMAGE_WRIST]} if OBS_IMAGE_WRIST in obs else {}  # rendered only for wrist policies
+            hand = self._wrist_input(obs[OBS_IMAGE_FRONT], sim=True)
             self._prediction = predict(obs[OBS_IMAGE_FRONT], obs[TASK], obs[OBS_STATE], return_attention=self.overlays.attention, **hand)
         except ValueError as e:
             self._prediction = None
@@ -687,13 +687,15 @@ class Session:
         """``wrist=`` for a policy that needs the hand's view: the sim's own when ``frame`` is the
         sim's, else a blank image (a webcam has no hand camera: the policy then acts on the front view
         alone, which it never trained for; the webcam's status line says so)."""
-        if not getattr(self.policy, "needs_wrist", False):
+        from vla_demo.evaluate import uses_wrist
+
+        if not uses_wrist(self.policy):
             return {}
         if sim:
             with self.lock:
-                hand = self._obs.get(OBS_IMAGE_WRIST)
+                hand = self._obs.get(OBS_IMAGE_WRIST)  # observations are replaced each step, never written to
             if hand is not None:
-                return {"wrist": hand.copy()}
+                return {"wrist": hand}
         return {"wrist": np.zeros_like(frame)}
 
     def _label_webcam_frame(self, frame: np.ndarray, instruction: str) -> str:
