@@ -16,6 +16,7 @@ def test_a_fine_tune_mixes_its_replay_keeps_the_parent_chunk_and_learns_from_int
                                   replay_fractions={"pick": 0.1})
     assert cfg.datasets == ["a", "b", "old"] and cfg.weights == pytest.approx([0.35, 0.35, 0.3])
     assert cfg.family_fractions == [None, None, {"pick": 0.1}]
+    assert cfg.max_episodes == [None, None, recipes.FINETUNE_REPLAY_EPISODES]  # all the new episodes, a bounded replay
     parent = json.loads((tiny_policy_dir / "config.json").read_text())["model"]["chunk_size"]
     assert cfg.chunk_size == parent and cfg.init_from == str(tiny_policy_dir)
     assert cfg.own_action_weight == recipes.OWN_ACTION_WEIGHT == 0.0 and cfg.lr == recipes.FINETUNE_LR

@@ -15,7 +15,7 @@ import torch
 from vla_demo.config import TrainConfig
 from vla_demo.data.collect import collect
 from vla_demo.policy import LanguageConditionedPolicy
-from vla_demo.train import augment, keep_family_share, lr_at, split_episodes, train
+from vla_demo.train import augment, cap_episodes, keep_family_share, lr_at, split_episodes, train
 
 TINY = {"image_size": 32, "d_model": 32, "n_heads": 2, "n_layers": 1, "head_hidden": 32}
 
@@ -127,6 +127,20 @@ def test_family_shares_starve_only_the_named_family(demos):
     with pytest.raises(ValueError, match="2 family_fractions for 1 datasets"):
         config(demos, "x", family_fractions=[{"pick": 0.5}, None])
     assert config(demos, "x", family_fractions=[None]).fractions_for(0) == {}
+
+
+def test_an_episode_cap_trains_on_a_fixed_subset_and_shrinks_validation_alike(demos, tmp_path):
+    tr, va = cap_episodes(list(range(40)), [40, 41, 42, 43], cap=10, seed=0)
+    assert len(tr) == 10 and set(tr) < set(range(40)) and tr == sorted(tr) and len(va) == 1 and va[0] >= 40
+    assert (tr, va) == cap_episodes(list(range(40)), [40, 41, 42, 43], cap=10, seed=0)  # the same subset every time
+    assert cap_episodes([1, 2], [3], cap=5, seed=0) == ([1, 2], [3]) and cap_episodes([1, 2], [], 1, 0)[1] == []
+    with pytest.raises(ValueError, match="max_episodes must be positive"):
+        config(demos, "x", max_episodes=0)
+    with pytest.raises(ValueError, match="2 max_episodes for 1 datasets"):
+        config(demos, "x", max_episodes=[1, None])
+    train(config(demos, tmp_path / "run", steps=2, warmup_steps=1, max_episodes=[2], val_fraction=0.0))
+    used = json.loads((tmp_path / "run" / "episodes.json").read_text())[demos]
+    assert len(used["train"]) == 2 and used["val"] == []
 
 
 def test_config_validation():

@@ -137,6 +137,10 @@ class TrainConfig:
             (the family read from each episode's first instruction), in every dataset, or a list
             with one such dict (or None) per dataset; for ablations such as the correction-loop
             experiment, which starves one family of the demonstrations but not of the corrections.
+        max_episodes: at most this many training episodes of each dataset (a fixed random subset,
+            drawn by ``seed`` after ``family_fractions``), or a list with one cap (or None) per
+            dataset; the validation episodes shrink in proportion. A fine-tune replays a bounded
+            subset of the original data, so it decodes few frames before its cache is warm.
     Model:
         preset: model preset for a fresh model; ``init_from`` starts from a checkpoint instead.
         model_overrides: ModelConfig fields to change from the preset (tiny models in tests).
@@ -175,6 +179,7 @@ class TrainConfig:
     own_action_weight: float = 1.0
     val_fraction: float = 0.05
     family_fractions: dict[str, float] | list[dict[str, float] | None] = field(default_factory=dict)
+    max_episodes: int | list[int | None] | None = None
     val_every: int = 250
     ckpt_every: int = 500
     seed: int = 0
@@ -198,8 +203,16 @@ class TrainConfig:
         require(not isinstance(self.family_fractions, list) or len(per_dataset) == len(self.datasets),
                 f"{len(per_dataset)} family_fractions for {len(self.datasets)} datasets")
         require(all(0 <= v <= 1 for d in per_dataset for v in (d or {}).values()), "family_fractions must be shares in [0, 1]")
+        caps = self.max_episodes if isinstance(self.max_episodes, list) else [self.max_episodes]
+        require(not isinstance(self.max_episodes, list) or len(caps) == len(self.datasets),
+                f"{len(caps)} max_episodes for {len(self.datasets)} datasets")
+        require(all(c is None or (isinstance(c, int) and c > 0) for c in caps), f"max_episodes must be positive integers, got {self.max_episodes}")
 
     def fractions_for(self, i: int) -> dict[str, float]:
         """The family shares applied to dataset ``i``."""
         f = self.family_fractions
         return (f[i] or {}) if isinstance(f, list) else f
+
+    def max_episodes_for(self, i: int) -> int | None:
+        """The training-episode cap of dataset ``i`` (None: all)."""
+        return self.max_episodes[i] if isinstance(self.max_episodes, list) else self.max_episodes

@@ -31,8 +31,10 @@ DEFAULT_EPISODES_PER_FAMILY = 400
 # The wrist camera is recorded too (and seen by the model, below): on 2026-12-02 it took the training
 # phrasings from pick 58 / push 66 / place 22 / stack 4 / reach 90% to 80 / 78 / 80 / 48 / 92%
 # (the front camera alone resolves the object's depth poorly). A dataset of its own: the earlier
-# front-only ``default-demos`` cannot train this model.
-DEFAULT_DEMOS = "default-demos-wrist"
+# front-only ``default-demos`` cannot train this model. ``-v2``: the stack family's training phrasings
+# gained a destination-first template ("onto the {dest}, place the {obj}"), so older collections
+# differ in their language and are not topped up into this one.
+DEFAULT_DEMOS = "default-demos-wrist-v2"
 DEMO_NOISE = 0.3
 DEMO_DETOUR = 0.0
 DEMO_WRIST = True
@@ -57,6 +59,11 @@ FINETUNE_LR = 1e-4
 # (possibly wrong: that is why the operator took over): HG-DAgger learns from the operator's frames
 # only. A dataset with no other frames (a Policy-mode recording) is drawn from uniformly.
 OWN_ACTION_WEIGHT = 0.0
+# A fine-tune replays a fixed subset of the original data, not all of it: 400 steps x 16 replayed
+# samples touch ~6,400 frames, and drawing them from all 2,000 demonstrations decoded both cameras
+# of nearly every episode (10-episode fine-tune 179 s on 2026-12-02, mostly decoding); 200 episodes
+# (~6,000 frames, 10% of the default data, in the proportions the checkpoint saw) decode once.
+FINETUNE_REPLAY_EPISODES = 200
 CORRECTION_SHARE = 0.1
 CORRECTION_EPISODES = 10
 
@@ -141,7 +148,8 @@ def _num_episodes(dataset: Path) -> int:
 
 def finetune_config(init_from: str | Path | None, new: list[str | Path], replay: list[str | Path], out: str | Path,
                     steps: int = FINETUNE_STEPS, replay_share: float = 0.5, replay_fractions: dict[str, float] | None = None,
-                    lr: float = FINETUNE_LR, batch_size: int = 32, seed: int = 0, command: str = ""):
+                    lr: float = FINETUNE_LR, batch_size: int = 32, seed: int = 0, command: str = "",
+                    replay_episodes: int | None = FINETUNE_REPLAY_EPISODES):
     """The TrainConfig of a fine-tune (this recipe and the app's fine-tune jobs share it).
 
     Args:
@@ -151,6 +159,7 @@ def finetune_config(init_from: str | Path | None, new: list[str | Path], replay:
         replay: the data the checkpoint was trained on, ``replay_share`` of every batch (empty: none).
         replay_fractions: family shares the original run applied to ``replay`` (so the replay is
             the same data the checkpoint saw).
+        replay_episodes: at most this many episodes of each replay dataset (None: all of them).
     """
     from vla_demo.config import TrainConfig
 
@@ -168,7 +177,8 @@ def finetune_config(init_from: str | Path | None, new: list[str | Path], replay:
                        batch_size=batch_size, lr=lr, warmup_steps=max(1, min(100, steps // 10)), seed=seed,
                        own_action_weight=OWN_ACTION_WEIGHT, ckpt_every=max(1, min(500, steps // 4)),
                        val_every=max(1, min(250, steps // 4)), command=command,
-                       family_fractions=[None] * len(new) + [replay_fractions or None] * len(replay))
+                       family_fractions=[None] * len(new) + [replay_fractions or None] * len(replay),
+                       max_episodes=[None] * len(new) + [replay_episodes] * len(replay))
 
 
 def fine_tune(init_from: str | Path, new: list[str | Path], replay: list[str | Path], out: str | Path,

@@ -205,6 +205,17 @@ def keep_family_share(reader, episodes: list[int], fractions: dict[str, float], 
     return sorted(kept)
 
 
+def cap_episodes(train: list[int], val: list[int], cap: int | None, seed: int) -> tuple[list[int], list[int]]:
+    """At most ``cap`` of the training episodes (a fixed random subset) and the same share of the
+    validation episodes (at least one when there were any)."""
+    if cap is None or cap >= len(train):
+        return train, val
+    rng = np.random.default_rng(seed)
+    n_val = min(len(val), max(1, round(len(val) * cap / len(train)))) if val else 0
+    pick = lambda eps, n: sorted(rng.choice(eps, n, replace=False).tolist())  # noqa: E731
+    return pick(train, cap), pick(val, n_val)
+
+
 def dataset_stats(views) -> dict[str, Any]:
     """Action and state normalisation stats over all training datasets (goal positions over
     the datasets that have them)."""
@@ -311,7 +322,8 @@ def train(cfg, progress=None, stop=None) -> Path:
     torch.manual_seed(cfg.seed + rank)
     probe = [TrainingView(d, chunk_size=cfg.chunk_size, cache_budget_mb=1) for d in cfg.datasets]
     splits = [split_episodes(v.reader.num_episodes, cfg.val_fraction, cfg.seed) for v in probe]
-    splits = [(keep_family_share(v.reader, tr, cfg.fractions_for(i), cfg.seed), va) for i, (v, (tr, va)) in enumerate(zip(probe, splits, strict=True))]
+    splits = [cap_episodes(keep_family_share(v.reader, tr, cfg.fractions_for(i), cfg.seed), va, cfg.max_episodes_for(i), cfg.seed)
+              for i, (v, (tr, va)) in enumerate(zip(probe, splits, strict=True))]
     policy = _make_policy(cfg, probe)
     size = policy.model.config.image_size
     wrist = OBS_IMAGE_WRIST if policy.needs_wrist else None
@@ -332,6 +344,7 @@ def train(cfg, progress=None, stop=None) -> Path:
         from vla_demo.data import format as fmt
 
         fmt.write_json(out / "train_config.json", dataclasses_asdict(cfg))
+        fmt.write_json(out / "episodes.json", {d: {"train": tr, "val": va} for d, (tr, va) in zip(cfg.datasets, splits, strict=True)})
     t0 = time.time()
     bar = tqdm(total=cfg.steps, initial=step, desc="train", unit="step", disable=rank != 0)
     while step < cfg.steps:

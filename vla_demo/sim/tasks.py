@@ -340,6 +340,9 @@ class Stack(TaskFamily):
             "stack the {obj} on the {dest}",
             "put the {obj} on top of the {dest}",
             "place the {obj} on the {dest}",
+            # Both argument orders: with only "{obj} ... {dest}" phrasings the policy learnt "the first
+            # object named moves" and grabbed the base in 14 of 16 held-out episodes (2026-12-02).
+            "onto the {dest}, place the {obj}",
         ),
         "heldout": ("on the {dest}, stack the {obj}", "put on top of the {dest} the {obj}", "stack on the {dest} the {obj}"),
     }
