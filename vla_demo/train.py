@@ -320,17 +320,20 @@ def train(cfg, progress=None, stop=None) -> Path:
     rank, world = _distributed()
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed + rank)
-    probe = [TrainingView(d, chunk_size=cfg.chunk_size, cache_budget_mb=1) for d in cfg.datasets]
+    from vla_demo.data.reader import DatasetReader
+
+    readers = [DatasetReader(d) for d in cfg.datasets]  # shared by the probe, training and validation views
+    probe = [TrainingView(r, chunk_size=cfg.chunk_size, cache_budget_mb=1) for r in readers]
     splits = [split_episodes(v.reader.num_episodes, cfg.val_fraction, cfg.seed) for v in probe]
     splits = [cap_episodes(keep_family_share(v.reader, tr, cfg.fractions_for(i), cfg.seed), va, cfg.max_episodes_for(i), cfg.seed)
               for i, (v, (tr, va)) in enumerate(zip(probe, splits, strict=True))]
     policy = _make_policy(cfg, probe)
     size = policy.model.config.image_size
     wrist = OBS_IMAGE_WRIST if policy.needs_wrist else None
-    train_views = [TrainingView(d, cfg.chunk_size, image_size=size, cache_budget_mb=cfg.cache_budget_mb, episodes=tr, wrist_key=wrist)
-                   for d, (tr, _) in zip(cfg.datasets, splits, strict=True)]
-    val_views = [TrainingView(d, cfg.chunk_size, image_size=size, cache_budget_mb=256, episodes=va, wrist_key=wrist)
-                 for d, (_, va) in zip(cfg.datasets, splits, strict=True) if va]
+    train_views = [TrainingView(r, cfg.chunk_size, image_size=size, cache_budget_mb=cfg.cache_budget_mb, episodes=tr, wrist_key=wrist)
+                   for r, (tr, _) in zip(readers, splits, strict=True)]
+    val_views = [TrainingView(r, cfg.chunk_size, image_size=size, cache_budget_mb=256, episodes=va, wrist_key=wrist)
+                 for r, (_, va) in zip(readers, splits, strict=True) if va]
     model = policy.model
     model.train()
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model

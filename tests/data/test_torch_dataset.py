@@ -307,6 +307,17 @@ def test_episode_selection_keeps_the_given_order(sim_root):
         TrainingView(sim_root, episodes=[3])
 
 
+def test_views_of_one_dataset_can_share_a_reader(sim_root):
+    from vla_demo.data.reader import DatasetReader
+
+    reader = DatasetReader(sim_root)
+    train, val = TrainingView(reader, episodes=[0, 2]), TrainingView(reader, episodes=[1])
+    assert train.reader is val.reader is reader
+    alone = TrainingView(sim_root, episodes=[1])
+    np.testing.assert_array_equal(val[0][ACTION].numpy(), alone[0][ACTION].numpy())
+    assert val[0][TASK] == alone[0][TASK] and len(train) == LENGTHS[0] + LENGTHS[2]
+
+
 def test_sample_weights_up_weight_intervention_frames(view, sim_root):
     weights = view.sample_weights(intervention_weight=3.0)
     expected = [3.0 if intervention_of(*episode_and_frame(i)) else 1.0 for i in range(len(view))]

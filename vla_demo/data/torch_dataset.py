@@ -41,7 +41,7 @@ class TrainingView(torch.utils.data.Dataset):
     """Frame-indexed training items over one LeRobot v3.0 dataset.
 
     Args:
-        root: dataset folder (holding ``meta/info.json``).
+        root: dataset folder (holding ``meta/info.json``), or a DatasetReader of one to share.
         chunk_size: H, the number of future actions per item (t..t+H-1).
         image_key: the camera feature (named after ``key_map``) served as ``observation.images.front``.
         wrist_key: a second camera feature served as ``observation.images.wrist`` (None: none).
@@ -57,14 +57,17 @@ class TrainingView(torch.utils.data.Dataset):
             dataset's keys and the ``key_map`` or argument that fixes it).
     """
 
-    def __init__(self, root: str | Path, chunk_size: int = 8, image_key: str = OBS_IMAGE_FRONT,
+    def __init__(self, root: str | Path | DatasetReader, chunk_size: int = 8, image_key: str = OBS_IMAGE_FRONT,
                  image_size: int | None = None, cache_budget_mb: float = 2048,
                  key_map: dict[str, str] | None = None, action_dim: int = 7, episodes: list[int] | None = None,
                  wrist_key: str | None = None):
         if chunk_size < 1 or action_dim < 1 or (image_size is not None and image_size < 1):
             raise ValueError(f"chunk_size ({chunk_size}), action_dim ({action_dim}) and image_size "
                              f"({image_size}) must be positive")
-        self.reader = DatasetReader(root)
+        # A reader may be shared: views of one dataset (a run's training and validation splits)
+        # then read its episode table once (2,000 small parquet files take seconds to open).
+        self.reader = root if isinstance(root, DatasetReader) else DatasetReader(root)
+        root = self.reader.root
         self.chunk_size, self.action_dim = chunk_size, action_dim
         self.image_key, self.wrist_key, self.image_size = image_key, wrist_key, image_size
         self.cache_budget_bytes = int(cache_budget_mb * BYTES_PER_MB)
