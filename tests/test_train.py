@@ -136,6 +136,8 @@ def test_an_episode_cap_trains_on_a_fixed_subset_and_shrinks_validation_alike(de
     assert cap_episodes([1, 2], [3], cap=5, seed=0) == ([1, 2], [3]) and cap_episodes([1, 2], [], 1, 0)[1] == []
     with pytest.raises(ValueError, match="max_episodes must be positive"):
         config(demos, "x", max_episodes=0)
+    with pytest.raises(ValueError, match="max_episodes must be positive"):
+        config(demos, "x", max_episodes=True)
     with pytest.raises(ValueError, match="2 max_episodes for 1 datasets"):
         config(demos, "x", max_episodes=[1, None])
     train(config(demos, tmp_path / "run", steps=2, warmup_steps=1, max_episodes=[2], val_fraction=0.0))

@@ -206,7 +206,7 @@ class TrainConfig:
         caps = self.max_episodes if isinstance(self.max_episodes, list) else [self.max_episodes]
         require(not isinstance(self.max_episodes, list) or len(caps) == len(self.datasets),
                 f"{len(caps)} max_episodes for {len(self.datasets)} datasets")
-        require(all(c is None or (isinstance(c, int) and c > 0) for c in caps), f"max_episodes must be positive integers, got {self.max_episodes}")
+        require(all(c is None or (isinstance(c, int) and not isinstance(c, bool) and c > 0) for c in caps), f"max_episodes must be positive integers, got {self.max_episodes}")
 
     def fractions_for(self, i: int) -> dict[str, float]:
         """The family shares applied to dataset ``i``."""
