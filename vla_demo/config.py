@@ -199,20 +199,23 @@ class TrainConfig:
         require(self.own_action_weight >= 0, f"own_action_weight must be >= 0, got {self.own_action_weight}")
         require(self.shift_px >= 0 and self.colour_jitter >= 0, "augmentation amplitudes must be >= 0")
         require(self.ckpt_every > 0 and self.val_every > 0, "ckpt_every and val_every must be positive")
-        per_dataset = self.family_fractions if isinstance(self.family_fractions, list) else [self.family_fractions]
-        require(not isinstance(self.family_fractions, list) or len(per_dataset) == len(self.datasets),
-                f"{len(per_dataset)} family_fractions for {len(self.datasets)} datasets")
-        require(all(0 <= v <= 1 for d in per_dataset for v in (d or {}).values()), "family_fractions must be shares in [0, 1]")
-        caps = self.max_episodes if isinstance(self.max_episodes, list) else [self.max_episodes]
-        require(not isinstance(self.max_episodes, list) or len(caps) == len(self.datasets),
-                f"{len(caps)} max_episodes for {len(self.datasets)} datasets")
-        require(all(c is None or (isinstance(c, int) and not isinstance(c, bool) and c > 0) for c in caps), f"max_episodes must be positive integers, got {self.max_episodes}")
+        fractions, caps = self._per_dataset("family_fractions"), self._per_dataset("max_episodes")
+        require(all(0 <= v <= 1 for d in fractions for v in (d or {}).values()), "family_fractions must be shares in [0, 1]")
+        require(all(c is None or (isinstance(c, int) and not isinstance(c, bool) and c > 0) for c in caps),
+                f"max_episodes must be positive integers, got {self.max_episodes}")
+
+    def _per_dataset(self, name: str) -> list[Any]:
+        """A field given once for every dataset, or as a list with one entry per dataset, as that list."""
+        value = getattr(self, name)
+        if not isinstance(value, list):
+            return [value] * len(self.datasets)
+        require(len(value) == len(self.datasets), f"{len(value)} {name} for {len(self.datasets)} datasets")
+        return value
 
     def fractions_for(self, i: int) -> dict[str, float]:
         """The family shares applied to dataset ``i``."""
-        f = self.family_fractions
-        return (f[i] or {}) if isinstance(f, list) else f
+        return self._per_dataset("family_fractions")[i] or {}
 
     def max_episodes_for(self, i: int) -> int | None:
         """The training-episode cap of dataset ``i`` (None: all)."""
-        return self.max_episodes[i] if isinstance(self.max_episodes, list) else self.max_episodes
+        return self._per_dataset("max_episodes")[i]

@@ -315,18 +315,17 @@ def train(cfg, progress=None, stop=None) -> Path:
     """
     from tqdm import tqdm
 
+    from vla_demo.data.reader import DatasetReader
     from vla_demo.data.torch_dataset import TrainingView
 
     rank, world = _distributed()
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed + rank)
-    from vla_demo.data.reader import DatasetReader
-
     readers = [DatasetReader(d) for d in cfg.datasets]  # shared by the probe, training and validation views
     probe = [TrainingView(r, chunk_size=cfg.chunk_size, cache_budget_mb=1) for r in readers]
-    splits = [split_episodes(v.reader.num_episodes, cfg.val_fraction, cfg.seed) for v in probe]
-    splits = [cap_episodes(keep_family_share(v.reader, tr, cfg.fractions_for(i), cfg.seed), va, cfg.max_episodes_for(i), cfg.seed)
-              for i, (v, (tr, va)) in enumerate(zip(probe, splits, strict=True))]
+    splits = [split_episodes(r.num_episodes, cfg.val_fraction, cfg.seed) for r in readers]
+    splits = [cap_episodes(keep_family_share(r, tr, cfg.fractions_for(i), cfg.seed), va, cfg.max_episodes_for(i), cfg.seed)
+              for i, (r, (tr, va)) in enumerate(zip(readers, splits, strict=True))]
     policy = _make_policy(cfg, probe)
     size = policy.model.config.image_size
     wrist = OBS_IMAGE_WRIST if policy.needs_wrist else None
