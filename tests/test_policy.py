@@ -276,3 +276,22 @@ def test_a_wrist_camera_policy_needs_and_uses_the_wrist_image(tok, tmp_path):
     env = TabletopEnv(image_size=(32, 32), wrist_camera=True)
     assert len(list(rollout(env, policy, seed=0, max_steps=3))) == 3
     env.close()
+
+
+def test_forward_supervises_word_roles_from_the_instructions(tok, tmp_path):
+    policy = LanguageConditionedPolicy.build("default", tokenizer=tok, seed=0, keypoints=2, word_roles=True, **TINY)
+    batch = {OBS_IMAGE_FRONT: torch.rand(3, 3, 32, 32), TASK: ["stack the red cube on the blue can", "dance", "lift the ball"],
+             "action": torch.zeros(3, 4, 7), "action_is_pad": torch.zeros(3, 4, dtype=torch.bool)}
+    loss, logs = policy.forward(batch)
+    assert logs["role_loss"] > 0 and logs["binding_loss"] > 0
+    # Only what the grammar's parser labels counts: the unparseable row changes nothing.
+    _, alone = policy.forward({k: v if k != TASK else ["stack the red cube on the blue can", "lift the cube", "lift the ball"]
+                               for k, v in batch.items()})
+    assert alone["role_loss"] != logs["role_loss"]  # a parseable row does count
+    only_dance = {k: (v[1:2] if k != TASK else ["dance"]) for k, v in batch.items()}
+    assert policy.forward(only_dance)[1]["role_loss"] == 0.0
+    # Every word dropped: no word has a label left to learn from.
+    all_dropped = policy.forward(batch, word_drop=1.0 - 1e-9, generator=torch.Generator().manual_seed(0))[1]
+    assert all_dropped["role_loss"] == 0.0 and all_dropped["binding_loss"] == 0.0
+    loaded = LanguageConditionedPolicy.from_pretrained(policy.save_pretrained(tmp_path / "ckpt"))
+    assert loaded.model.config.word_roles and loaded.forward(batch)[1]["role_loss"] == pytest.approx(logs["role_loss"])

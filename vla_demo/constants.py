@@ -20,6 +20,9 @@ ACTION_IS_PAD = "action_is_pad"
 # head, never a policy input; NaN in a batch where a dataset has no such column).
 GOAL_POSITIONS = "goal_positions"
 GOAL_NAMES: tuple[str, ...] = ("target_x", "target_y", "target_z", "dest_x", "dest_y", "dest_z")
+# What each word of an instruction does (``tasks.word_roles``; labels for the auxiliary role
+# supervision): index 0 = neither, 1 = names the object to act on, 2 = names where it goes.
+WORD_ROLES: tuple[str, ...] = ("other", "target", "destination")
 
 # Gymnasium id of the tabletop env (registered by ``import vla_demo.sim``).
 ENV_ID = "VLATabletop-v0"

@@ -31,6 +31,7 @@ from vla_demo.constants import ACTION, ACTION_IS_PAD, GOAL_POSITIONS, OBS_IMAGE_
 from vla_demo.model import checkpoint
 from vla_demo.model.tokenizer import InstructionTokenizer, word_dropout
 from vla_demo.model.vla import ModelConfig, VLAModel, build_model
+from vla_demo.sim.tasks import word_roles
 
 @dataclass
 class PolicyConfig:
@@ -285,7 +286,11 @@ class LanguageConditionedPolicy:
         enc = self.tokenizer(list(batch[TASK]))
         ids = word_dropout(enc.input_ids, enc.attention_mask, self.tokenizer.unk_id, word_drop, generator)
         res = (module or m)(images, ids, enc.attention_mask, batch.get(OBS_STATE), wrist=hand)
-        return m.loss(res["out"], batch[ACTION], batch.get(ACTION_IS_PAD), res["goal"], batch.get(GOAL_POSITIONS))
+        roles = None
+        if res["roles"] is not None:  # a dropped word's role is not the model's to know
+            roles = self.tokenizer.word_labels(list(batch[TASK]), word_roles).masked_fill(ids != enc.input_ids, -1)
+        return m.loss(res["out"], batch[ACTION], batch.get(ACTION_IS_PAD), res["goal"], batch.get(GOAL_POSITIONS),
+                      res["roles"], roles)
 
     # ------------------------------------------------------------------ files
     def save_pretrained(self, directory: str | Path, card: str | None = None, extra=None) -> Path:

@@ -67,3 +67,16 @@ def test_bad_files_and_inputs_raise_clear_errors(tok, tmp_path):
         InstructionTokenizer.from_file(bad)
     with pytest.raises(ValueError, match="must be strings"):
         tok([None])
+
+
+def test_word_labels_align_with_the_tokens_and_skip_what_they_cannot_align(tok):
+    def labeller(text):
+        return None if "dance" in text else [(w, len(w)) for w in text.lower().replace(",", " ").split()]
+
+    texts = ["Onto the blue can, place the RED block", "lift the cube", "dance", "pick up the purple cube"]
+    labels = tok.word_labels(texts, labeller)
+    assert labels.shape == tok(texts).input_ids.shape
+    assert labels[0].tolist() == [4, 3, 4, 3, 5, 3, 3, 5]
+    assert labels[1].tolist() == [4, 3, 4] + [-1] * 5  # padding
+    assert (labels[2] == -1).all()  # the labeller knows no roles
+    assert (labels[3] == -1).all()  # "purple" is [UNK] to the tokenizer: no misaligned labels

@@ -62,12 +62,15 @@ def test_keypoints_find_a_hot_cell_and_add_tokens(tok):
     fmap = torch.zeros(1, 4, 5, 7)
     fmap[0, 0, 4, 1] = 1.0  # row 4 of 5 (y = +1), column 1 of 7 (x = -2/3)
     words, mask = torch.randn(1, 3, 8), torch.tensor([[True, True, False]])
-    pos = kp.positions(fmap, words, mask)
+    pos, att = kp.positions(fmap, words, mask)
     torch.testing.assert_close(pos, torch.tensor([[[-2 / 3, 1.0], [-2 / 3, 1.0]]]), atol=1e-3, rtol=0)
     # Each keypoint reads the words through its own query; padding gets no weight.
-    read = kp.read_words(words, mask)
-    assert read.shape == (1, 2, 8)
-    torch.testing.assert_close(read, kp.read_words(torch.cat([words[:, :2], torch.randn(1, 1, 8)], 1), mask))
+    read, att2 = kp.read_words(words, mask)
+    assert read.shape == (1, 2, 8) and att.shape == (1, 2, 3)
+    torch.testing.assert_close(att, att2)
+    torch.testing.assert_close(att.sum(-1), torch.ones(1, 2))
+    assert (att[..., 2] == 0).all()
+    torch.testing.assert_close(read, kp.read_words(torch.cat([words[:, :2], torch.randn(1, 1, 8)], 1), mask)[0])
 
     model = build_model(tiny(tok, keypoints=3)).eval()
     args = inputs(tok)
@@ -261,6 +264,49 @@ def test_goal_head_reads_the_keypoints_and_trains_their_heat_maps(tok):
     model.goal_loss(goal, torch.zeros(3, 6)).backward()
     assert model.keypoints.score.grad.abs().sum() > 0 and model.keypoints.film.weight.grad.abs().sum() > 0
     assert model.head[0].weight.grad is None  # the action head is not involved
+
+
+def test_word_roles_classify_words_and_bind_keypoints_to_the_named_objects(tok):
+    from vla_demo.sim.tasks import word_roles
+
+    torch.manual_seed(0)
+    model = build_model(tiny(tok, keypoints=3, wrist=True, word_roles=True, role_weight=0.5)).eval()
+    texts = ["stack the red cube on the blue can", "onto the blue can, place the red cube", "pick up the ball"]
+    enc = tok(texts)
+    target = tok.word_labels(texts, word_roles)
+    images = torch.rand(3, 3, 32, 32)
+    res = model(images, enc.input_ids, enc.attention_mask, None, wrist=images)
+    T = enc.input_ids.size(1)
+    assert res["roles"]["logits"].shape == (3, T, 3)
+    assert [a.shape for a in res["roles"]["keypoint_words"]] == [(3, 3, T)] * 2  # front and wrist
+    assert build_model(tiny(tok))(images, enc.input_ids, enc.attention_mask)["roles"] is None
+    actions = torch.zeros(3, 4, 7)
+    total, logs = model.loss(res["out"], actions, roles=res["roles"], role_target=target)
+    plain, _ = model.loss(res["out"], actions)
+    assert total.item() == pytest.approx(plain.item() + 0.5 * (logs["role_loss"] + logs["binding_loss"]), rel=1e-5)
+    # The binding loss is minus the log of keypoint 0's attention on the target's words (1) and
+    # keypoint 1's on the destination's (2); rows that name no destination do not count for 1.
+    att = torch.zeros(3, 3, T)
+    att[:, 0][target == 1] = 0.5  # keypoint 0: all on the two target words, half on "ball" (row 2)
+    att[0, 1, 6], att[0, 1, 0] = 0.25, 0.75  # keypoint 1: a quarter on the base's words in row 0
+    att[1, 1][target[1] == 2] = 0.5  # all of it in row 1
+    ce, bind = model.role_loss({"logits": res["roles"]["logits"], "keypoint_words": [att]}, target)
+    assert bind.item() == pytest.approx((np.log(2) / 3 + np.log(4) / 2) / 2, rel=1e-5)
+    # Unlabelled batches: zero losses that keep the graph.
+    ce, bind = model.role_loss(res["roles"], torch.full_like(target, -1))
+    assert ce.item() == 0.0 and bind.item() == 0.0 and ce.requires_grad and bind.requires_grad
+    # Fitting drives both down; the role head and the keypoint queries get the gradient.
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(100):
+        r = model(images, enc.input_ids, enc.attention_mask, None, wrist=images)["roles"]
+        ce, bind = model.role_loss(r, target)
+        first = first or (ce.item(), bind.item())
+        opt.zero_grad()
+        (ce + bind).backward()
+        opt.step()
+    assert ce.item() < 0.1 * first[0] and bind.item() < 0.2 * first[1]
+    assert model.wrist_keypoints.queries.grad.abs().sum() > 0
 
 
 def test_wrist_camera_adds_its_tokens_and_changes_the_prediction(tok):

@@ -65,6 +65,36 @@ def test_parser_round_trips_every_template_and_synonym(family, split):
     assert n > 50
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("split", ["train", "heldout"])
+def test_word_roles_mark_the_target_and_destination_words_of_every_template(family, split):
+    """Role labels, whatever the word order: the target's colour and shape word are 1, the stacking
+    base's (or the receptacle's word) 2, everything else 0."""
+    fam = tasks.get_family(family)
+    for template in fam.phrasings(split):
+        for goal in list(all_goals(family))[::7]:
+            for text in expansions(template, goal):
+                labelled = tasks.word_roles(text)
+                assert [w for w, _ in labelled] == tasks.tokenize(text)
+                named = {1: [w for w, r in labelled if r == 1], 2: [w for w, r in labelled if r == 2]}
+                assert named[1][0] == goal.target.colour and named[1][1] in tasks.SHAPE_WORDS[goal.target.shape], text
+                assert len(named[1]) == 2, text
+                if family == "stack":
+                    assert named[2][0] == goal.destination.colour and len(named[2]) == 2, text
+                elif family == "place":
+                    assert named[2] and set(named[2]) <= set(tasks.RECEPTACLE_WORDS[goal.destination]), text
+                else:
+                    assert not named[2], text
+
+
+def test_word_roles_of_unparseable_text_is_none():
+    assert tasks.word_roles("") is None
+    assert tasks.word_roles("pick up the purple cube") is None
+    assert tasks.word_roles("dance") is None
+    assert tasks.word_roles("please lift the RED block!") == [
+        ("please", 0), ("lift", 0), ("the", 0), ("red", 1), ("block", 1)]
+
+
 def test_phrasing_splits_are_disjoint_and_heldout_uses_training_words():
     for fam in tasks.TASK_FAMILIES.values():
         train, held = set(fam.phrasings("train")), set(fam.phrasings("heldout"))

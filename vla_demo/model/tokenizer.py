@@ -15,6 +15,7 @@ from __future__ import annotations
 import functools
 import warnings
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -162,6 +163,30 @@ class InstructionTokenizer:
                 idx = next((k for k, (a, b) in enumerate(spans) if a <= start < b), -1)
             token_words.append(idx)
         return tuple(ids), tuple(words), tuple(token_words)
+
+    def word_labels(self, texts: list[str], labeller: Callable[[str], list[tuple[str, int]] | None]) -> torch.Tensor:
+        """(B, T) integer labels per token, T as in ``self(texts)``; -1 on padding and wherever no
+        label applies. ``labeller(text)`` returns ``[(word, label), ...]`` over lower-case words or
+        None; a text whose tokens spell other words (an unknown word, a backbone's sub-words) gets
+        no labels rather than misaligned ones."""
+        rows = [self._labels_one(t, labeller) for t in texts]
+        out = torch.full((len(texts), max(1, max((len(r) for r in rows), default=0))), -1, dtype=torch.long)
+        for i, row in enumerate(rows):
+            out[i, : len(row)] = torch.tensor(row, dtype=torch.long)
+        return out
+
+    @functools.lru_cache(maxsize=1024)  # noqa: B019  (a training run labels the same few hundred texts)
+    def _labels_one(self, text: str, labeller) -> tuple[int, ...]:
+        tokens = tuple(self.fast.convert_ids_to_tokens(list(self._encode_one(text)[0])))
+        return _aligned(tokens, labeller(text))
+
+
+def _aligned(tokens: tuple[str, ...], labelled: list[tuple[str, int]] | None) -> tuple[int, ...]:
+    """Labels of ``labelled`` words on ``tokens`` when the two spell the same words, else all -1."""
+    words = [w for w, _ in labelled or ()]
+    if not labelled or list(tokens) != words[: len(tokens)]:
+        return (-1,) * len(tokens)
+    return tuple(label for _, label in labelled[: len(tokens)])
 
 
 def word_dropout(ids: torch.Tensor, mask: torch.Tensor, unk_id: int | None, p: float, generator=None) -> torch.Tensor:

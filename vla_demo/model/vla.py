@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vla_demo.config import require
-from vla_demo.constants import ACTION, ACTION_DIM, GOAL_NAMES, GOAL_POSITIONS, OBS_STATE, STATE_DIM
+from vla_demo.constants import ACTION, ACTION_DIM, GOAL_NAMES, GOAL_POSITIONS, OBS_STATE, STATE_DIM, WORD_ROLES
 
 
 @dataclass
@@ -78,6 +78,12 @@ class ModelConfig:
             the fusion is taught *which* object the words name instead of inferring it from the
             action loss alone; the prediction is an overlay in the app, never an input.
         goal_weight: weight of that auxiliary loss against the action loss.
+        word_roles: supervise the words' roles (labels from the grammar's parser, ``WORD_ROLES``):
+            a per-word classifier on the text encoder (which word names the object to move,
+            which the destination), and, with two or more keypoints, keypoint 0 reads the target's
+            words and keypoint 1 the destination's (per camera). Without it the roles of two named
+            objects ("stack the red cube on the blue cube") had to be inferred from the action loss.
+        role_weight: weight of those auxiliary losses.
     """
 
     preset: str = "default"
@@ -107,6 +113,8 @@ class ModelConfig:
     state_dropout: float = 0.3
     goal_head: bool = False
     goal_weight: float = 1.0
+    word_roles: bool = False
+    role_weight: float = 0.5
     vision_spec: dict[str, Any] | None = field(default=None, repr=False)
     text_spec: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -130,6 +138,7 @@ class ModelConfig:
         require(0.0 <= self.state_dropout < 1.0 and 0.0 <= self.dropout < 1.0, "dropout rates must be in [0, 1)")
         require(self.action_dim >= 2, f"action_dim must be >= 2, got {self.action_dim}")
         require(0.0 <= self.goal_weight <= 100.0, f"goal_weight must be in 0..100, got {self.goal_weight}")
+        require(0.0 <= self.role_weight <= 100.0, f"role_weight must be in 0..100, got {self.role_weight}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
@@ -269,26 +278,30 @@ class SpatialKeypoints(nn.Module):
             nn.init.normal_(p, std=0.02)
         nn.init.normal_(self.score, std=hidden ** -0.5)
 
-    def read_words(self, words: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """(B, T, d) word tokens, (B, T) mask -> (B, K, d): each keypoint's attention-pooled words."""
+    def read_words(self, words: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, d) word tokens, (B, T) mask -> each keypoint's attention-pooled words (B, K, d)
+        and its attention over the words (B, K, T)."""
         logits = self.queries @ words.transpose(1, 2) / math.sqrt(words.size(-1))  # (B, K, T)
         keep = text_mask.bool() | ~text_mask.bool().any(dim=1, keepdim=True)  # empty text: uniform over pads
-        return logits.masked_fill(~keep.unsqueeze(1), float("-inf")).softmax(-1) @ words
+        att = logits.masked_fill(~keep.unsqueeze(1), float("-inf")).softmax(-1)
+        return att @ words, att
 
-    def positions(self, fmap: torch.Tensor, words: torch.Tensor, text_mask: torch.Tensor) -> torch.Tensor:
-        """(B, C, h, w), (B, T, d), (B, T) -> (B, K, 2) expected (x, y) in [-1, 1]."""
+    def positions(self, fmap: torch.Tensor, words: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, h, w), (B, T, d), (B, T) -> (B, K, 2) expected (x, y) in [-1, 1], and the word
+        attention (B, K, T) that chose each keypoint's filter."""
         B, _, h, w = fmap.shape
-        filters = self.score + self.film(self.read_words(words, text_mask))  # (B, K, hidden)
+        read, att = self.read_words(words, text_mask)
+        filters = self.score + self.film(read)  # (B, K, hidden)
         hid = F.gelu(self.hidden(fmap)).flatten(2)  # (B, hidden, h*w)
         scores = filters @ hid + self.score_bias[:, None]  # (B, K, h*w)
         p = (scores * self.log_temp.exp()).softmax(dim=-1)
         grid = coord_channels(1, h, w, fmap).flatten(2)[0]  # (2, h*w): x, y per cell
-        return p @ grid.t()  # (B, K, 2)
+        return p @ grid.t(), att  # (B, K, 2), (B, K, T)
 
-    def forward(self, fmap: torch.Tensor, words: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens (B, K, d) and the positions (B, K, 2) they embed."""
-        pos = self.positions(fmap, words, text_mask)
-        return self.embed(pos) + self.ids, pos
+    def forward(self, fmap: torch.Tensor, words: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """Tokens (B, K, d), the positions (B, K, 2) they embed, and the word attention (B, K, T)."""
+        pos, att = self.positions(fmap, words, text_mask)
+        return self.embed(pos) + self.ids, pos, att
 
 
 class GoalHead(nn.Module):
@@ -392,6 +405,7 @@ class VLAModel(nn.Module):
         per_step = n_cont * (cfg.n_bins if cfg.head == "discrete" else 1) + (1 if cfg.separate_gripper else 0)
         self.head = nn.Sequential(nn.Linear(d, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, H * per_step))
         self.goal_head = GoalHead(d, cfg.keypoints) if cfg.goal_head else None
+        self.role_head = nn.Linear(d, len(WORD_ROLES)) if cfg.word_roles else None
         # Normalisation (replaced from dataset stats by the trainer; identity-ish defaults).
         self.register_buffer("action_mean", torch.zeros(A))
         self.register_buffer("action_std", torch.ones(A))
@@ -430,18 +444,22 @@ class VLAModel(nn.Module):
     # ------------------------------------------------------------------ forward
     def encode(self, images, ids, text_mask, state, need_weights: bool = False, wrist=None):
         """Fuse the modalities. Returns (readout (B, d), per-layer attention list or None,
-        front keypoint positions (B, K, 2) or None)."""
+        front keypoint positions (B, K, 2) or None, ``aux``: the text encoder's word tokens (B, T, d)
+        and each camera's keypoint word attention (B, K, T) for the auxiliary losses)."""
         B = images.size(0)
         words, sentence = self.language(ids, text_mask)
         words, sentence = self.txt_proj(words), self.txt_proj(sentence)  # (B, T, d), (B, d)
         text_mask = text_mask.bool()
         film = self.film(sentence).unsqueeze(1).chunk(2, dim=-1) if self.film is not None else None  # (B, 1, d) x 2
-        vis, kp_pos = self._camera(self.vision, self.keypoints, self.vis_pos, images, words, text_mask, film)  # (B, N + K, d)
+        vis, kp_pos, kp_att = self._camera(self.vision, self.keypoints, self.vis_pos, images, words, text_mask, film)  # (B, N + K, d)
+        aux = {"words": words, "keypoint_words": [] if kp_att is None else [kp_att]}
         if self.wrist_vision is not None:
             if wrist is None or wrist.shape != images.shape:
                 got = None if wrist is None else tuple(wrist.shape)
                 raise ValueError(f"this model also sees the wrist camera: pass wrist images shaped like the front ones {tuple(images.shape)}, got {got}")
-            hand, _ = self._camera(self.wrist_vision, self.wrist_keypoints, self.wrist_pos, wrist, words, text_mask, film)
+            hand, _, hand_att = self._camera(self.wrist_vision, self.wrist_keypoints, self.wrist_pos, wrist, words, text_mask, film)
+            if hand_att is not None:
+                aux["keypoint_words"].append(hand_att)
             vis = torch.cat([vis, hand], dim=1)  # (B, 2 (N + K), d)
         if state is None:
             st = self.no_state.expand(B, -1, -1)
@@ -459,21 +477,21 @@ class VLAModel(nn.Module):
             x, w = blk(x, keep, need_weights)
             if need_weights:
                 attn.append(w)
-        return self.ln_f(x[:, 0]), attn, kp_pos
+        return self.ln_f(x[:, 0]), attn, kp_pos, aux
 
     def _camera(self, stem, keypoints, pos, images, words, text_mask, film):
-        """One camera's tokens (B, N + K, d): FiLM-modulated visual tokens, then its keypoint tokens,
-        and the keypoint positions (B, K, 2) or None."""
+        """One camera's tokens (B, N + K, d): FiLM-modulated visual tokens, then its keypoint tokens;
+        the keypoint positions (B, K, 2) and word attention (B, K, T), or None without keypoints."""
         if keypoints is not None:
             tokens, fmap = stem.features(images)
-            kps, kp_pos = keypoints(fmap, words, text_mask)  # (B, K, d), (B, K, 2)
+            kps, kp_pos, kp_att = keypoints(fmap, words, text_mask)  # (B, K, d), (B, K, 2), (B, K, T)
         else:
-            tokens, kps, kp_pos = stem(images), None, None
+            tokens, kps, kp_pos, kp_att = stem(images), None, None, None
         vis = self.vis_proj(tokens) + pos  # (B, N, d)
         if film is not None:
             gamma, beta = film
             vis = vis * (1 + gamma) + beta
-        return (vis if kps is None else torch.cat([vis, kps], dim=1)), kp_pos
+        return (vis if kps is None else torch.cat([vis, kps], dim=1)), kp_pos, kp_att
 
     def forward(self, images, ids, text_mask, state=None, need_weights: bool = False, wrist=None) -> dict[str, Any]:
         """Predict an action chunk.
@@ -487,9 +505,10 @@ class VLAModel(nn.Module):
 
         Returns:
             ``{"out": (B, H, per_step) raw head output, "goal": (B, 6) normalised goal positions
-            or None, "attention": list | None, "layout": dict}``.
+            or None, "roles": {"logits": (B, T, len(WORD_ROLES)), "keypoint_words": [(B, K, T) per
+            camera]} or None (``word_roles``), "attention": list | None, "layout": dict}``.
         """
-        h, attn, kp_pos = self.encode(images, ids, text_mask, state, need_weights, wrist)
+        h, attn, kp_pos, aux = self.encode(images, ids, text_mask, state, need_weights, wrist)
         B, H = h.size(0), self.config.chunk_size
         out = self.head(h).view(B, H, -1)  # (B, H, per_step)
         goal = self.goal_head(h, kp_pos) if self.goal_head is not None else None  # (B, 6), normalised
@@ -498,7 +517,10 @@ class VLAModel(nn.Module):
         t0 = 2 + per_camera * (2 if self.wrist_vision is not None else 1)
         layout = {"state": 1, "vision": (2, 2 + n_vis), "keypoints": (2 + n_vis, 2 + per_camera),
                   "wrist": (2 + per_camera, t0), "language": (t0, t0 + ids.size(1))}
-        return {"out": out, "goal": goal, "attention": attn, "layout": layout}
+        roles = None
+        if self.role_head is not None:
+            roles = {"logits": self.role_head(aux["words"]), "keypoint_words": aux["keypoint_words"]}
+        return {"out": out, "goal": goal, "roles": roles, "attention": attn, "layout": layout}
 
     # ------------------------------------------------------------------ heads: decode and loss
     def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -535,10 +557,29 @@ class VLAModel(nn.Module):
         norm = (target[labelled] - self.goal_mean) / self.goal_std
         return ((goal[labelled] - norm) ** 2).mean()
 
+    def role_loss(self, roles: dict[str, Any], target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Word-role cross-entropy over labelled words, and the keypoint binding loss: minus the log
+        of the attention keypoint 0 (1) puts on the target's (destination's) words, over the rows
+        that name one. ``target`` (B, T): role indices, -1 where unlabelled."""
+        logits = roles["logits"]  # (B, T, R)
+        zero = logits.sum() * 0.0  # keeps the graph (and DDP's gradient buckets) complete
+        ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-1) if (target >= 0).any() else zero
+        binds = []
+        for att in roles["keypoint_words"]:  # (B, K, T) per camera
+            for k, role in enumerate((1, 2)[: att.size(1)]):
+                on = (target == role).to(att.dtype)  # (B, T)
+                rows = on.sum(1) > 0
+                if rows.any():
+                    binds.append(-torch.log((att[:, k] * on).sum(1)[rows].clamp(min=1e-6)).mean())
+        bind = torch.stack(binds).mean() if binds else zero + sum(a.sum() * 0.0 for a in roles["keypoint_words"])
+        return ce, bind
+
     def loss(self, out: torch.Tensor, actions: torch.Tensor, is_pad: torch.Tensor | None = None,
-             goal: torch.Tensor | None = None, goal_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             goal: torch.Tensor | None = None, goal_target: torch.Tensor | None = None,
+             roles: dict[str, Any] | None = None, role_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss for a chunk of target actions (B, H, A) in physical units, plus the
-        auxiliary goal loss when the model has a goal head and the batch ``goal_positions``."""
+        auxiliary goal loss when the model has a goal head and the batch ``goal_positions``, and
+        the word-role losses when it has ``word_roles`` and the words' role labels (B, T)."""
         cfg = self.config
         valid = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device) if is_pad is None else ~is_pad
         w = valid.float()
@@ -570,6 +611,10 @@ class VLAModel(nn.Module):
             aux = self.goal_loss(goal, goal_target)
             logs["goal_loss"] = aux.item()
             total = total + self.config.goal_weight * aux
+        if roles is not None and role_target is not None:
+            ce, bind = self.role_loss(roles, role_target)
+            logs["role_loss"], logs["binding_loss"] = ce.item(), bind.item()
+            total = total + self.config.role_weight * (ce + bind)
         logs["loss"] = total.item()
         return total, logs
 

@@ -421,6 +421,7 @@ class _Mention:
     ref: ObjectRef
     start: int  # token index where the noun phrase starts
     is_destination: bool
+    end: int  # one past its last token
 
 
 def _mentions(tokens: list[str]) -> list[_Mention]:
@@ -442,7 +443,7 @@ def _mentions(tokens: list[str]) -> list[_Mention]:
                 i += 1
         det = start - 1 if start > 0 and tokens[start - 1] in ("the", "a") else start
         is_dest = det > 0 and tokens[det - 1] in _DEST_PREPS
-        out.append(_Mention(ObjectRef(colour, shape), start, is_dest))
+        out.append(_Mention(ObjectRef(colour, shape), start, is_dest, i + 1))
         i += 1
     return out
 
@@ -513,6 +514,27 @@ def parse_instruction(text: str) -> ParseResult:
     if words & _STACK_WORDS:
         return ParseResult(None, "stack it on what? (name a second object)")
     return ParseResult(None, "no known action verb (pick up, push, put, stack, touch, ...)")
+
+
+def word_roles(text: str) -> list[tuple[str, int]] | None:
+    """Each word of ``tokenize(text)`` with its role (an index into ``WORD_ROLES``: 0 other, 1 names
+    the target, 2 names the destination: the stacking base or the receptacle), or None when the
+    text does not parse. The collector's templates always parse, so every scripted frame is
+    labelled; the labels teach the model *which* named object moves, which it otherwise has to
+    infer from word order through the action loss alone."""
+    parsed = parse_instruction(text)
+    if not parsed.ok:
+        return None
+    tokens = tokenize(text)
+    roles = [0] * len(tokens)
+    mentions = _mentions(tokens)
+    target = next((m for m in mentions if not m.is_destination), mentions[0])  # as the parser picks it
+    for m in mentions:
+        if m is target or (parsed.goal.family == "stack" and m.is_destination):
+            roles[m.start:m.end] = [1 if m is target else 2] * (m.end - m.start)
+    if parsed.goal.family == "place":
+        roles = [2 if tok in _WORD_TO_RECEPTACLE else r for tok, r in zip(tokens, roles)]
+    return list(zip(tokens, roles))
 
 
 def resolve_goal(goal: Goal, scene: sc.SceneSpec) -> tuple[ResolvedGoal | None, str]:
