@@ -28,5 +28,5 @@ def tiny_policy_dir(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("tiny") / "policy"
     LanguageConditionedPolicy.build("default", image_size=32, d_model=32, n_heads=2, n_layers=1, head_hidden=32,
-                                    keypoints=4, goal_head=True).save_pretrained(path)
+                                    keypoints=4, goal_head=True, word_roles=True).save_pretrained(path)  # the shipped heads
     return path

@@ -279,7 +279,7 @@ def test_a_wrist_camera_policy_needs_and_uses_the_wrist_image(tok, tmp_path):
 
 
 def test_forward_supervises_word_roles_from_the_instructions(tok, tmp_path):
-    policy = LanguageConditionedPolicy.build("default", tokenizer=tok, seed=0, keypoints=2, word_roles=True, **TINY)
+    policy = LanguageConditionedPolicy.build("default", tokenizer=tok, seed=0, keypoints=2, word_roles=True, role_binding=True, **TINY)
     batch = {OBS_IMAGE_FRONT: torch.rand(3, 3, 32, 32), TASK: ["stack the red cube on the blue can", "dance", "lift the ball"],
              "action": torch.zeros(3, 4, 7), "action_is_pad": torch.zeros(3, 4, dtype=torch.bool)}
     loss, logs = policy.forward(batch)

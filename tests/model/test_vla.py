@@ -270,7 +270,7 @@ def test_word_roles_classify_words_and_bind_keypoints_to_the_named_objects(tok):
     from vla_demo.sim.tasks import word_roles
 
     torch.manual_seed(0)
-    model = build_model(tiny(tok, keypoints=3, wrist=True, word_roles=True, role_weight=0.5)).eval()
+    model = build_model(tiny(tok, keypoints=3, wrist=True, word_roles=True, role_binding=True, role_weight=0.5)).eval()
     texts = ["stack the red cube on the blue can", "onto the blue can, place the red cube", "pick up the ball"]
     enc = tok(texts)
     target = tok.word_labels(texts, word_roles)
@@ -280,6 +280,10 @@ def test_word_roles_classify_words_and_bind_keypoints_to_the_named_objects(tok):
     assert res["roles"]["logits"].shape == (3, T, 3)
     assert [a.shape for a in res["roles"]["keypoint_words"]] == [(3, 3, T)] * 2  # front and wrist
     assert build_model(tiny(tok))(images, enc.input_ids, enc.attention_mask)["roles"] is None
+    unbound = build_model(tiny(tok, keypoints=3, word_roles=True))(images, enc.input_ids, enc.attention_mask)["roles"]
+    assert unbound["keypoint_words"] == [] and model.role_loss(unbound, target)[1].item() == 0.0
+    with pytest.raises(ValueError, match="role_binding needs word_roles"):
+        tiny(tok, role_binding=True)
     actions = torch.zeros(3, 4, 7)
     total, logs = model.loss(res["out"], actions, roles=res["roles"], role_target=target)
     plain, _ = model.loss(res["out"], actions)

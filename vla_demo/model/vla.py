@@ -78,11 +78,13 @@ class ModelConfig:
             the fusion is taught *which* object the words name instead of inferring it from the
             action loss alone; the prediction is an overlay in the app, never an input.
         goal_weight: weight of that auxiliary loss against the action loss.
-        word_roles: supervise the words' roles (labels from the grammar's parser, ``WORD_ROLES``):
-            a per-word classifier on the text encoder (which word names the object to move,
-            which the destination), and, with two or more keypoints, keypoint 0 reads the target's
-            words and keypoint 1 the destination's (per camera). Without it the roles of two named
-            objects ("stack the red cube on the blue cube") had to be inferred from the action loss.
+        word_roles: supervise the words' roles (labels from the grammar's parser, ``WORD_ROLES``)
+            with a per-word classifier on the text encoder (which word names the object to move,
+            which the destination). Without it the roles of two named objects ("stack the red cube
+            on the blue cube") are inferred from the action and goal losses alone.
+        role_binding: with ``word_roles`` and two or more keypoints, also make keypoint 0 of each
+            camera read the target's words and keypoint 1 the destination's (a loss on their word
+            attention).
         role_weight: weight of those auxiliary losses.
     """
 
@@ -114,6 +116,7 @@ class ModelConfig:
     goal_head: bool = False
     goal_weight: float = 1.0
     word_roles: bool = False
+    role_binding: bool = False
     role_weight: float = 0.5
     vision_spec: dict[str, Any] | None = field(default=None, repr=False)
     text_spec: dict[str, Any] | None = field(default=None, repr=False)
@@ -139,6 +142,7 @@ class ModelConfig:
         require(self.action_dim >= 2, f"action_dim must be >= 2, got {self.action_dim}")
         require(0.0 <= self.goal_weight <= 100.0, f"goal_weight must be in 0..100, got {self.goal_weight}")
         require(0.0 <= self.role_weight <= 100.0, f"role_weight must be in 0..100, got {self.role_weight}")
+        require(not self.role_binding or self.word_roles, "role_binding needs word_roles (its labels)")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
@@ -519,7 +523,8 @@ class VLAModel(nn.Module):
                   "wrist": (2 + per_camera, t0), "language": (t0, t0 + ids.size(1))}
         roles = None
         if self.role_head is not None:
-            roles = {"logits": self.role_head(aux["words"]), "keypoint_words": aux["keypoint_words"]}
+            roles = {"logits": self.role_head(aux["words"]),
+                     "keypoint_words": aux["keypoint_words"] if self.config.role_binding else []}
         return {"out": out, "goal": goal, "roles": roles, "attention": attn, "layout": layout}
 
     # ------------------------------------------------------------------ heads: decode and loss
@@ -558,9 +563,10 @@ class VLAModel(nn.Module):
         return ((goal[labelled] - norm) ** 2).mean()
 
     def role_loss(self, roles: dict[str, Any], target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Word-role cross-entropy over labelled words, and the keypoint binding loss: minus the log
-        of the attention keypoint 0 (1) puts on the target's (destination's) words, over the rows
-        that name one. ``target`` (B, T): role indices, -1 where unlabelled."""
+        """Word-role cross-entropy over labelled words, and the keypoint binding loss (zero without
+        ``role_binding``): minus the log of the attention keypoint 0 (1) puts on the target's
+        (destination's) words, over the rows that name one. ``target`` (B, T): role indices, -1
+        where unlabelled."""
         logits = roles["logits"]  # (B, T, R)
         zero = logits.sum() * 0.0  # keeps the graph (and DDP's gradient buckets) complete
         ce = F.cross_entropy(logits.flatten(0, 1), target.flatten(), ignore_index=-1) if (target >= 0).any() else zero
