@@ -44,6 +44,9 @@ DEFAULT_STEPS = 8000
 # path still works without it). The goal head learns from the collector's goal-position labels
 # where the named object is: without it the action loss alone left the policy descending in place
 # (it never learned the lateral move toward the instructed object).
+# Word-role supervision (``word_roles``) is not in it: on 2026-12-02 it took stack on training
+# phrasings from 36% to 60% but held-out phrasings and combinations fell (place on new combinations
+# 78% -> 40%): it fitted the training templates' word order (model card, "Word roles").
 DEFAULT_MODEL = {"keypoints": 16, "state_dropout": 0.15, "goal_head": True, "wrist": DEMO_WRIST}
 # The rest of the default run (the correction loop's variant trains the same way). The frame cache
 # holds both cameras of all 2,000 demonstrations (about 3.3 GB at 96 px), so no frame is decoded twice.
