@@ -50,12 +50,19 @@ class AppContext:
             return s
 
     def close_session(self, key: str) -> bool:
-        """Free a tab's sim (its unsaved episode is discarded). Returns whether one existed."""
+        """Free a tab's sim (its unsaved episode is discarded). Returns whether one existed.
+
+        The session is closed before it leaves ``sessions`` (closing waits for a step in flight), so
+        a session that is no longer listed has always released its sim."""
         with self.lock:
-            s = self.sessions.pop(key, None)
-        if s is not None:
-            s.close()
-        return s is not None
+            s = self.sessions.get(key)
+        if s is None:
+            return False
+        s.close()
+        with self.lock:
+            if self.sessions.get(key) is s:
+                del self.sessions[key]
+        return True
 
     def close(self) -> None:
         for key in list(self.sessions):
