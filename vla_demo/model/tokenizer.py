@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import dataclass
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch

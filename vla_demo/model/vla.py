@@ -577,7 +577,7 @@ class VLAModel(nn.Module):
                 rows = on.sum(1) > 0
                 if rows.any():
                     binds.append(-torch.log((att[:, k] * on).sum(1)[rows].clamp(min=1e-6)).mean())
-        bind = torch.stack(binds).mean() if binds else zero + sum(a.sum() * 0.0 for a in roles["keypoint_words"])
+        bind = torch.stack(binds).mean() if binds else zero
         return ce, bind
 
     def loss(self, out: torch.Tensor, actions: torch.Tensor, is_pad: torch.Tensor | None = None,

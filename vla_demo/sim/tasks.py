@@ -448,6 +448,12 @@ def _mentions(tokens: list[str]) -> list[_Mention]:
     return out
 
 
+def _target_mention(mentions: list[_Mention]) -> _Mention:
+    """The mention naming the object to act on: the first one not after a destination preposition
+    (the first mention when all are)."""
+    return next((m for m in mentions if not m.is_destination), mentions[0])
+
+
 def _unknown_modifier(tokens: list[str]) -> str | None:
     """A word outside the grammar's vocabulary right before a shape word ("the purple cube"):
     ignoring it would silently ground the instruction on the wrong object."""
@@ -492,7 +498,7 @@ def parse_instruction(text: str) -> ParseResult:
     if not mentions:
         return ParseResult(None, "no object named (say a colour and/or a shape, e.g. 'the red cube')")
     objects = [m for m in mentions if not m.is_destination] or mentions[:1]
-    target = objects[0].ref
+    target = _target_mention(mentions).ref
     if receptacles:
         if len(set(receptacles)) > 1:
             return ParseResult(None, "more than one receptacle named")
@@ -528,7 +534,7 @@ def word_roles(text: str) -> list[tuple[str, int]] | None:
     tokens = tokenize(text)
     roles = [0] * len(tokens)
     mentions = _mentions(tokens)
-    target = next((m for m in mentions if not m.is_destination), mentions[0])  # as the parser picks it
+    target = _target_mention(mentions)
     for m in mentions:
         if m is target or (parsed.goal.family == "stack" and m.is_destination):
             roles[m.start:m.end] = [1 if m is target else 2] * (m.end - m.start)
