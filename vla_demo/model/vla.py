@@ -64,6 +64,9 @@ class ModelConfig:
     Language:
         vocab_size, max_text_len: built-in text encoder size; ``text`` is ``builtin`` or ``hf``.
         text_layers: Transformer layers of the built-in text encoder.
+        text_window: 0 (global attention, absolute positions) or w > 0: each word reads only
+            itself and the w words before it, with relative positions (:class:`TextEncoder`), so
+            what a word means can depend on the words that mark its role but not on where it stands.
     Fusion:
         d_model, n_heads, n_layers, ff_mult, dropout.
     Head:
@@ -103,6 +106,7 @@ class ModelConfig:
     vocab_size: int = 64
     max_text_len: int = 24
     text_layers: int = 1
+    text_window: int = 0
     d_model: int = 128
     n_heads: int = 4
     n_layers: int = 2
@@ -132,6 +136,7 @@ class ModelConfig:
             require(self.image_size % 16 == 0, f"the conv stem needs image_size divisible by 16, got {self.image_size}")
         if self.vision == "patch":
             require(self.image_size % self.patch_size == 0, f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+        require(0 <= self.text_window <= 16, f"text_window must be in 0..16, got {self.text_window}")
         require(0 <= self.keypoints <= 64, f"keypoints must be in 0..64, got {self.keypoints}")
         require(self.keypoints == 0 or self.vision == "conv", "keypoints need the conv vision encoder")
         require(not self.wrist or self.vision == "conv", "the wrist camera needs the conv vision encoder")
@@ -184,18 +189,21 @@ class Attention(nn.Module):
         self.proj = nn.Linear(d, d)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, keep: torch.Tensor, need_weights: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def forward(self, x: torch.Tensor, keep: torch.Tensor, need_weights: bool,
+                bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """``keep`` (B, S): True where a key may be attended to. ``bias`` (nh, S, S), optional: an
+        additive score per (query, key) pair (-inf forbids one) used *instead of* ``keep``."""
         B, S, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, S, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, S, hs)
-        mask = keep[:, None, None, :]  # (B, 1, 1, S): True where a key may be attended to
+        mask = keep[:, None, None, :] if bias is None else bias.unsqueeze(0)  # (B, 1, 1, S) or (1, nh, S, S)
         p = self.dropout if self.training else 0.0
         if not need_weights:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
             weights = None
         else:
             att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, S, S)
-            att = att.masked_fill(~mask, float("-inf")).softmax(dim=-1)
+            att = (att.masked_fill(~mask, float("-inf")) if bias is None else att + mask).softmax(dim=-1)
             weights = att
             y = F.dropout(att, p) @ v  # (B, nh, S, hs)
         y = y.transpose(1, 2).reshape(B, S, C)
@@ -211,8 +219,8 @@ class Block(nn.Module):
         self.attn = Attention(d, n_heads, dropout)
         self.mlp = nn.Sequential(nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d), nn.Dropout(dropout))
 
-    def forward(self, x, keep, need_weights=False):
-        a, w = self.attn(self.ln1(x), keep, need_weights)
+    def forward(self, x, keep, need_weights=False, bias=None):
+        a, w = self.attn(self.ln1(x), keep, need_weights, bias)
         x = x + a
         return x + self.mlp(self.ln2(x)), w
 
@@ -338,23 +346,47 @@ class PatchEmbed(nn.Module):
 
 
 class TextEncoder(nn.Module):
-    """Small Transformer over word embeddings; returns word tokens and a masked-mean sentence vector."""
+    """Small Transformer over word embeddings; returns word tokens and a masked-mean sentence vector.
 
-    def __init__(self, vocab_size: int, max_len: int, d: int, n_heads: int, n_layers: int, ff_mult: int, dropout: float):
+    ``window`` = 0: every word attends to every word, and learned absolute positions say where each
+    stands. ``window`` = w > 0: word t attends only to itself and the w words before it, with a
+    learned score per head and offset (relative positions, no absolute ones), so after L layers a
+    word's token depends on the L * w words before it and on nothing else. The role a noun plays is
+    marked in English by the words just before it ("on the red cube" is a destination wherever it
+    stands in the sentence); with absolute positions and global attention, a handful of templates is
+    also fitted by word-order rules ("the first object named moves") that do not carry over to new
+    phrasings. Instructions are right-padded, so the causal window never reaches a pad from a word.
+    """
+
+    def __init__(self, vocab_size: int, max_len: int, d: int, n_heads: int, n_layers: int, ff_mult: int, dropout: float,
+                 window: int = 0):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d)
-        self.pos = nn.Parameter(torch.zeros(1, max_len, d))
+        self.window = window
+        self.pos = nn.Parameter(torch.zeros(1, max_len, d)) if window == 0 else None
+        self.rel = nn.Parameter(torch.zeros(n_layers, n_heads, window + 1)) if window else None  # score per offset
         self.blocks = nn.ModuleList(Block(d, n_heads, ff_mult, dropout) for _ in range(n_layers))
         self.ln = nn.LayerNorm(d)
         self.out_dim = d
-        nn.init.normal_(self.pos, std=0.02)
+        if self.pos is not None:
+            nn.init.normal_(self.pos, std=0.02)
+
+    def band(self, layer: int, T: int, like: torch.Tensor) -> torch.Tensor:
+        """(nh, T, T) additive scores: the learned offset score where 0 <= query - key <= window, else -inf."""
+        t = torch.arange(T, device=like.device)
+        offset = t[:, None] - t[None, :]  # (T, T): query - key
+        inside = (offset >= 0) & (offset <= self.window)
+        scores = self.rel[layer][:, offset.clamp(0, self.window)]  # (nh, T, T)
+        return scores.masked_fill(~inside, float("-inf")).to(like.dtype)
 
     def forward(self, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         T = ids.size(1)
-        x = self.embed(ids) + self.pos[:, :T]  # (B, T, d)
+        x = self.embed(ids)  # (B, T, d)
+        if self.pos is not None:
+            x = x + self.pos[:, :T]
         keep = mask | ~mask.any(dim=1, keepdim=True)  # an empty instruction still attends (to pads)
-        for blk in self.blocks:
-            x, _ = blk(x, keep)
+        for i, blk in enumerate(self.blocks):
+            x, _ = blk(x, keep, bias=self.band(i, T, x) if self.window else None)
         x = self.ln(x)
         m = mask.unsqueeze(-1).to(x.dtype)
         sentence = (x * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, d)
@@ -638,7 +670,7 @@ def build_model(config: ModelConfig) -> VLAModel:
     if config.text == "builtin":
         language: nn.Module = TextEncoder(
             config.vocab_size, config.max_text_len, config.d_model, config.n_heads, config.text_layers,
-            config.ff_mult, config.dropout,
+            config.ff_mult, config.dropout, config.text_window,
         )
     else:
         from vla_demo.model.hf_encoders import HFTextEncoder
