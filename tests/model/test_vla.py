@@ -160,6 +160,49 @@ def test_presets_and_config_validation(tok):
     assert ModelConfig.from_dict(tiny(tok).to_dict()) == tiny(tok)
 
 
+def _words(tok, text: str) -> tuple[torch.Tensor, torch.Tensor]:
+    enc = tok([text])
+    return enc.input_ids, enc.attention_mask
+
+
+def test_windowed_text_encoder_reads_only_the_words_just_before(tok):
+    from vla_demo.model.vla import TextEncoder
+
+    torch.manual_seed(0)
+    enc = TextEncoder(tok.vocab_size, tok.max_length, 16, 2, 1, 2, 0.0, window=3).eval()
+    with torch.no_grad():
+        base, _ = enc(*_words(tok, "stack the red cube on the blue can"))
+        # "can" reads "on the blue" (3 back) in both: the same token wherever it stands
+        moved, _ = enc(*_words(tok, "on the blue can stack the red cube"))
+        # a word 4 back from "can" changed: "can" unchanged, "on" (its own token) changed
+        far, _ = enc(*_words(tok, "stack the red ball on the blue can"))
+        near, _ = enc(*_words(tok, "stack the red cube onto the blue can"))
+    torch.testing.assert_close(base[0, 7], moved[0, 3], rtol=0, atol=1e-6)
+    torch.testing.assert_close(base[0, 7], far[0, 7], rtol=0, atol=1e-6)
+    assert not torch.allclose(base[0, 4], far[0, 4])
+    assert not torch.allclose(base[0, 7], near[0, 7])  # "onto" is within 3 words of "can"
+
+
+def test_windowed_text_encoder_handles_padding_empty_text_and_the_weights_path(tok):
+    torch.manual_seed(0)
+    cfg = tiny(tok, text_window=2, text_layers=2)
+    model = build_model(cfg).eval()
+    assert model.language.pos is None and model.language.rel.shape == (2, 2, 3)
+    images, _, _, _ = inputs(tok, B=2)
+    enc = tok(["", "pick up the red cube"])
+    with torch.no_grad():
+        fast = model(images, enc.input_ids, enc.attention_mask, None)
+        slow = model(images, enc.input_ids, enc.attention_mask, None, need_weights=True)
+        padded = model(images[1:], torch.cat([enc.input_ids[1:], torch.full((1, 4), tok.pad_id)], 1),
+                       torch.cat([enc.attention_mask[1:], torch.zeros(1, 4, dtype=torch.bool)], 1), None)
+    assert torch.isfinite(fast["out"]).all()
+    torch.testing.assert_close(fast["out"], slow["out"], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(fast["out"][1:], padded["out"], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="text_window"):
+        tiny(tok, text_window=-1)
+    assert ModelConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "text_window"}).text_window == 0
+
+
 def synthetic_language_batches(tok, n_batches=8, B=16, seed=0):
     """Random images; the correct action depends only on the instruction."""
     rng = np.random.default_rng(seed)
