@@ -70,7 +70,7 @@ def test_a_fresh_correction_loop_collects_the_default_demonstrations_it_trains_i
     with pytest.raises(Trained) as stopped:
         recipes.correction_loop("push", command="test", seed=3)
     demos = tmp_path / "datasets" / recipes.DEFAULT_DEMOS
-    assert collected == [(demos, recipes.DEFAULT_EPISODES_PER_FAMILY * len(FAMILIES), 3)]
+    assert collected == [(demos, recipes.DEFAULT_EPISODES_PER_FAMILY * len(FAMILIES), recipes.DEMO_SEED)]  # one dataset
     cfg = stopped.value.args[0]
     assert cfg.datasets == [str(demos)] and cfg.seed == 3
     assert cfg.family_fractions == {"push": recipes.CORRECTION_SHARE}
@@ -110,3 +110,28 @@ def test_the_default_recipe_records_and_sees_the_wrist_camera():
     """Measured 2026-12-02: the hand's view took place 22% -> 64% and stack 4% -> 50% (training phrasings)."""
     assert recipes.DEMO_WRIST and recipes.DEFAULT_MODEL["wrist"] and recipes.DEFAULT_TRAIN["model_overrides"]["wrist"]
     assert recipes.DEFAULT_DEMOS != "default-demos"  # the front-only demonstrations cannot train this model
+
+
+@pytest.mark.parametrize("argv, seed", [([], recipes.DEFAULT_SEED), (["--seed", "5"], 5)])
+def test_the_default_command_trains_the_shipped_seed_on_demonstrations_that_no_seed_changes(monkeypatch, tmp_path,
+                                                                                              argv, seed):
+    """``train --preset default`` must reproduce the shipped checkpoint: its training seed unless told
+    otherwise, and the same demonstrations (collected with ``DEMO_SEED``) whatever ``--seed`` says."""
+    from vla_demo.__main__ import main
+
+    monkeypatch.setenv("VLA_DEMO_DATA", str(tmp_path))
+    collected = []
+    monkeypatch.setattr(recipes, "collect_demos", lambda demos, want, seed=0: collected.append(seed) or want)
+
+    class Trained(Exception):
+        pass
+
+    def stop_at_training(cfg):
+        raise Trained(cfg)
+
+    monkeypatch.setattr("vla_demo.train.train", stop_at_training)
+    with pytest.raises(Trained) as stopped:
+        main(["train", "--preset", "default", *argv])
+    assert collected == [recipes.DEMO_SEED]
+    cfg = stopped.value.args[0]
+    assert cfg.seed == seed and cfg.model_overrides == recipes.DEFAULT_MODEL

@@ -92,7 +92,9 @@ def _add_train(sub) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None,
+                   help="training seed (default: the shipped policy's for --preset default, else 0); "
+                        "the default demonstrations are always collected with the same seed")
 
 
 def _add_eval(sub) -> None:
@@ -213,15 +215,17 @@ def cmd_train(args) -> int:
 
     command = "python -m vla_demo " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["train"] else ["train"])
     if args.preset == "default":
-        path = recipes.default_policy(command=command, steps=args.steps, seed=args.seed)
+        seed = recipes.DEFAULT_SEED if args.seed is None else args.seed
+        path = recipes.default_policy(command=command, steps=args.steps, seed=seed)
     elif args.preset == "correction-loop":
-        path = recipes.correction_loop(args.family, command=command, steps=args.steps, seed=args.seed, reuse=args.reuse_run)
+        path = recipes.correction_loop(args.family, command=command, steps=args.steps, seed=args.seed or 0,
+                                       reuse=args.reuse_run)
         print((path / "report.md").read_text(encoding="utf-8"))
     else:
         if not args.data:
             raise ValueError("give --data DATASET [DATASET ...] (or --preset default)")
         path = recipes.train_run(args.data, out=args.out, weights=args.weights, preset=args.model, init_from=args.init_from,
-                                 steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed, command=command,
+                                 steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed or 0, command=command,
                                  wrist=args.wrist)
     print(f"wrote {path}")
     return 0

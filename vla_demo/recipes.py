@@ -47,7 +47,19 @@ DEFAULT_STEPS = 8000
 # Word-role supervision (``word_roles``) is not in it: on 2026-12-02 it took stack on training
 # phrasings from 36% to 60% but held-out phrasings and combinations fell (place on new combinations
 # 78% -> 40%): it fitted the training templates' word order (model card, "Word roles").
-DEFAULT_MODEL = {"keypoints": 16, "state_dropout": 0.15, "goal_head": True, "wrist": DEMO_WRIST}
+# A three-word causal window in the text encoder (``text_window``), not absolute positions and global
+# attention: a noun's token then depends on the preposition before it ("onto the blue cube"), not on
+# where it stands. Over two training seeds each (2026-12-03, 50 episodes per family) the family means
+# rose from 65.8 / 64.4 / 51.0% (train / held-out phrasings / held-out combinations) to
+# 77.8 / 72.6 / 58.6%, stack most (model card, "A windowed text encoder").
+DEFAULT_MODEL = {"keypoints": 16, "state_dropout": 0.15, "goal_head": True, "wrist": DEMO_WRIST, "text_window": 3}
+# The demonstrations are one fixed dataset whatever the training seed (``--seed`` changes the
+# initialisation and the batch order only, so seeds are compared on the same data).
+DEMO_SEED = 0
+# The shipped checkpoint's training seed: the better of seeds 0 and 1 on the evaluation scenes of
+# seed 0 (family means 81.2 / 77.6 / 54.8% against 74.4 / 67.6 / 62.4%), then measured again on the
+# unseen scenes of evaluation seed 1 (model card). Seed-to-seed spread is up to 28 points on a family.
+DEFAULT_SEED = 1
 # The rest of the default run (the correction loop's variant trains the same way). The frame cache
 # holds both cameras of all 2,000 demonstrations (about 3.3 GB at 96 px), so no frame is decoded twice.
 DEFAULT_TRAIN = dict(batch_size=64, lr=1e-3, warmup_steps=200, val_every=500, ckpt_every=1000, shift_px=2,
@@ -92,7 +104,7 @@ def train_run(datasets, out=None, weights=None, preset="default", init_from=None
     return train(cfg)
 
 
-def default_policy(command: str, steps: int | None = None, seed: int = 0, episodes_per_family: int = DEFAULT_EPISODES_PER_FAMILY,
+def default_policy(command: str, steps: int | None = None, seed: int = DEFAULT_SEED, episodes_per_family: int = DEFAULT_EPISODES_PER_FAMILY,
                    out: Path = DEFAULT_POLICY) -> Path:
     """Collect (if needed) and train the shipped policy; returns its folder."""
     from vla_demo.config import TrainConfig
@@ -101,7 +113,7 @@ def default_policy(command: str, steps: int | None = None, seed: int = 0, episod
     t0 = time.time()
     demos = default_demos()
     want = episodes_per_family * len(FAMILIES)
-    have = collect_demos(demos, want, seed)
+    have = collect_demos(demos, want, DEMO_SEED)
     collect_s = time.time() - t0
     run = data_root() / "runs" / f"default-{time.strftime('%Y%m%d-%H%M%S')}"
     cfg = TrainConfig(datasets=[str(demos)], out=str(run), steps=steps or DEFAULT_STEPS, seed=seed, command=command,
@@ -215,7 +227,7 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     shares = {family: CORRECTION_SHARE}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     if reuse is None:
-        collect_demos(demos, DEFAULT_EPISODES_PER_FAMILY * len(FAMILIES), seed)  # the default run's, when missing
+        collect_demos(demos, DEFAULT_EPISODES_PER_FAMILY * len(FAMILIES), DEMO_SEED)  # the default run's, when missing
         run = data_root() / "runs" / f"correction-{family}-{stamp}"
         variant = train(TrainConfig(datasets=[str(demos)], out=str(run / "variant"), steps=steps or DEFAULT_STEPS, seed=seed,
                                     command=command, family_fractions=shares, **DEFAULT_TRAIN))

@@ -424,6 +424,7 @@ def model_card(cfg, policy, steps: int, seconds: float, log_path: Path) -> str:
         f"- command: `{cfg.command or 'train(TrainConfig(...)) from Python'}`",
         f"- data: {', '.join(f'`{d}`' for d in cfg.datasets)}" + (f" (weights {cfg.weights})" if cfg.weights else ""),
         f"- initialised from: `{cfg.init_from}`" if cfg.init_from else "- initialised from scratch",
+        f"- seed: {cfg.seed}",
         f"- steps: {steps} x batch {cfg.batch_size}, lr {cfg.lr} (warm-up {cfg.warmup_steps}, cosine), wall time {seconds / 60:.1f} min",
         f"- final training loss {last.get('loss', float('nan')):.4f}" + (f", validation loss {last['val_loss']:.4f}" if "val_loss" in last else ""),
         f"- parameters: {policy.num_parameters():,}; fusion d{c.d_model} x {c.n_layers} layers; chunk {c.chunk_size}; head {c.head}",
