@@ -54,19 +54,24 @@ def test_the_correction_loop_can_redo_its_corrections_and_fine_tune_on_an_earlie
         recipes.correction_loop("pick", command="test", reuse=run)
 
 
-def test_a_fresh_correction_loop_collects_the_default_demonstrations_it_trains_its_variant_on(monkeypatch, tmp_path):
+class Trained(Exception):
+    """Raised in place of training: carries the TrainConfig a recipe would have trained."""
+
+
+@pytest.fixture
+def stop_at_training(monkeypatch):
+    def stop(cfg):
+        raise Trained(cfg)
+
+    monkeypatch.setattr("vla_demo.train.train", stop)
+
+
+def test_a_fresh_correction_loop_collects_the_default_demonstrations_it_trains_its_variant_on(monkeypatch, tmp_path,
+                                                                                              stop_at_training):
     """On a fresh machine the experiment must not need the 30-minute default run first."""
     monkeypatch.setenv("VLA_DEMO_DATA", str(tmp_path))
     collected = []
     monkeypatch.setattr(recipes, "collect_demos", lambda demos, want, seed=0: collected.append((demos, want, seed)) or 0)
-
-    class Trained(Exception):
-        pass
-
-    def stop_at_training(cfg):
-        raise Trained(cfg)
-
-    monkeypatch.setattr("vla_demo.train.train", stop_at_training)
     with pytest.raises(Trained) as stopped:
         recipes.correction_loop("push", command="test", seed=3)
     demos = tmp_path / "datasets" / recipes.DEFAULT_DEMOS
@@ -114,7 +119,7 @@ def test_the_default_recipe_records_and_sees_the_wrist_camera():
 
 @pytest.mark.parametrize("argv, seed", [([], recipes.DEFAULT_SEED), (["--seed", "5"], 5)])
 def test_the_default_command_trains_the_shipped_seed_on_demonstrations_that_no_seed_changes(monkeypatch, tmp_path,
-                                                                                              argv, seed):
+                                                                                              stop_at_training, argv, seed):
     """``train --preset default`` must reproduce the shipped checkpoint: its training seed unless told
     otherwise, and the same demonstrations (collected with ``DEMO_SEED``) whatever ``--seed`` says."""
     from vla_demo.__main__ import main
@@ -122,14 +127,6 @@ def test_the_default_command_trains_the_shipped_seed_on_demonstrations_that_no_s
     monkeypatch.setenv("VLA_DEMO_DATA", str(tmp_path))
     collected = []
     monkeypatch.setattr(recipes, "collect_demos", lambda demos, want, seed=0: collected.append(seed) or want)
-
-    class Trained(Exception):
-        pass
-
-    def stop_at_training(cfg):
-        raise Trained(cfg)
-
-    monkeypatch.setattr("vla_demo.train.train", stop_at_training)
     with pytest.raises(Trained) as stopped:
         main(["train", "--preset", "default", *argv])
     assert collected == [recipes.DEMO_SEED]
