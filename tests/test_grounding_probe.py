@@ -1,0 +1,58 @@
+"""scripts/grounding_probe.py: the first-frame grounding count on the evaluation scenes."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "grounding_probe.py"
+
+
+@pytest.fixture(scope="module")
+def probe():
+    spec = importlib.util.spec_from_file_location("grounding_probe", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def aim_goal_head_at(monkeypatch, probe, pick):
+    """Make the policy's goal head answer with the position of ``pick(env)``'s object."""
+    from vla_demo.policy import LanguageConditionedPolicy, Prediction
+
+    def predict(self, image, instruction, state=None, return_attention=False, wrist=None):
+        env = probe.policy_env(self)  # the probe's own (cached) env
+        goal = np.zeros((2, 3), np.float32)
+        goal[0] = env.world_view().positions[pick(env)]
+        return Prediction(np.zeros(7, np.float32), np.zeros((1, 7), np.float32), None, goal)
+
+    monkeypatch.setattr(LanguageConditionedPolicy, "predict", predict)
+
+
+@pytest.mark.parametrize("aim, share", [("target", 1.0), ("other", 0.0)])
+def test_the_probe_counts_the_scenes_whose_estimate_is_nearest_the_named_object(probe, tiny_policy_dir, monkeypatch,
+                                                                                 tmp_path, aim, share):
+    def pick(env):
+        return env.goal.target if aim == "target" else (env.goal.target + 1) % len(env.scene.objects)
+
+    aim_goal_head_at(monkeypatch, probe, pick)
+    out = tmp_path / "g.json"
+    results = probe.main(["--policy", str(tiny_policy_dir), "--families", "pick", "reach", "--scenes", "3",
+                          "--split", "heldout-combos", "--json", str(out)])
+    for r in results[str(tiny_policy_dir)].values():
+        assert r["scenes"] == 3 and r["nearest_is_target"] == share
+        assert (r["median_cm"] < 1e-3) == (aim == "target")  # float32 positions
+    assert out.read_text().count("nearest_is_target") == 2
+
+
+def test_a_policy_without_a_goal_head_is_refused(probe, tmp_path):
+    from vla_demo.policy import LanguageConditionedPolicy
+
+    path = tmp_path / "plain"
+    LanguageConditionedPolicy.build("default", image_size=32, d_model=32, n_heads=2, n_layers=1, head_hidden=32,
+                                    goal_head=False).save_pretrained(path)
+    with pytest.raises(SystemExit, match="no goal head"):
+        probe.main(["--policy", str(path), "--scenes", "1"])
