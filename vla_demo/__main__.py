@@ -214,18 +214,17 @@ def cmd_train(args) -> int:
     from vla_demo import recipes
 
     command = "python -m vla_demo " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["train"] else ["train"])
+    seed = args.seed if args.seed is not None else recipes.DEFAULT_SEED if args.preset == "default" else 0
     if args.preset == "default":
-        seed = recipes.DEFAULT_SEED if args.seed is None else args.seed
         path = recipes.default_policy(command=command, steps=args.steps, seed=seed)
     elif args.preset == "correction-loop":
-        path = recipes.correction_loop(args.family, command=command, steps=args.steps, seed=args.seed or 0,
-                                       reuse=args.reuse_run)
+        path = recipes.correction_loop(args.family, command=command, steps=args.steps, seed=seed, reuse=args.reuse_run)
         print((path / "report.md").read_text(encoding="utf-8"))
     else:
         if not args.data:
             raise ValueError("give --data DATASET [DATASET ...] (or --preset default)")
         path = recipes.train_run(args.data, out=args.out, weights=args.weights, preset=args.model, init_from=args.init_from,
-                                 steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed or 0, command=command,
+                                 steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=seed, command=command,
                                  wrist=args.wrist)
     print(f"wrote {path}")
     return 0
