@@ -50,9 +50,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--seed", type=int, default=0, help="evaluation seed, as in eval --seed")
     ap.add_argument("--json", default=None, help="write the results here too")
     args = ap.parse_args(argv)
+    if args.scenes < 1:
+        ap.error(f"--scenes must be at least 1, got {args.scenes}")
     results: dict[str, dict] = {}
     for path in args.policy:
-        policy = LanguageConditionedPolicy.from_pretrained(path)
+        try:
+            policy = LanguageConditionedPolicy.from_pretrained(path)
+        except (OSError, ValueError) as e:
+            ap.error(f"cannot load the policy {path}: {e}")
         if not policy.model.config.goal_head:
             raise SystemExit(f"{path}: this policy has no goal head to probe")
         results[path] = {f: probe(policy, args.split, f, args.scenes, args.seed)

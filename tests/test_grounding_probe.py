@@ -56,3 +56,15 @@ def test_a_policy_without_a_goal_head_is_refused(probe, tmp_path):
                                     goal_head=False).save_pretrained(path)
     with pytest.raises(SystemExit, match="no goal head"):
         probe.main(["--policy", str(path), "--scenes", "1"])
+
+
+def test_a_probe_of_no_scenes_is_refused_before_any_policy_loads(probe, capsys):
+    with pytest.raises(SystemExit):
+        probe.main(["--policy", "does-not-exist", "--scenes", "0"])
+    assert "--scenes must be at least 1" in capsys.readouterr().err
+
+
+def test_a_missing_policy_is_a_usage_error_not_a_traceback(probe, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        probe.main(["--policy", str(tmp_path / "nowhere"), "--scenes", "1"])
+    assert "cannot load the policy" in capsys.readouterr().err
