@@ -203,6 +203,26 @@ def test_windowed_text_encoder_handles_padding_empty_text_and_the_weights_path(t
     assert ModelConfig.from_dict({k: v for k, v in cfg.to_dict().items() if k != "text_window"}).text_window == 0
 
 
+def test_hybrid_text_encoder_global_layer_reads_far_words_but_no_positions(tok):
+    from vla_demo.model.vla import TextEncoder
+
+    torch.manual_seed(0)
+    enc = TextEncoder(tok.vocab_size, tok.max_length, 16, 2, 2, 2, 0.0, window=3, n_global=1).eval()
+    assert enc.pos is None and enc.rel.shape == (1, 2, 4)  # one banded layer, then a global one
+    with torch.no_grad():
+        base, _ = enc(*_words(tok, "stack the red cube on the blue can"))
+        far, _ = enc(*_words(tok, "stack the red ball on the blue can"))
+        ids, mask = _words(tok, "stack the red cube on the blue can")
+        padded, _ = enc(torch.cat([ids, torch.full((1, 3), tok.pad_id)], 1), torch.cat([mask, torch.zeros(1, 3, dtype=torch.bool)], 1))
+    assert not torch.allclose(base[0, 7], far[0, 7])  # "can" now reads "ball", 4 words back
+    torch.testing.assert_close(base, padded[:, : base.size(1)], rtol=0, atol=1e-6)  # pads are never read
+    for bad in (dict(text_window=3, text_layers=1, text_global=2), dict(text_window=0, text_layers=2, text_global=1)):
+        with pytest.raises(ValueError, match="text_global"):
+            tiny(tok, **bad)
+    model = build_model(tiny(tok, text_window=3, text_layers=2, text_global=1))
+    assert model.language.n_banded == 1
+
+
 def synthetic_language_batches(tok, n_batches=8, B=16, seed=0):
     """Random images; the correct action depends only on the instruction."""
     rng = np.random.default_rng(seed)

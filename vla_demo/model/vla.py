@@ -67,6 +67,9 @@ class ModelConfig:
         text_window: 0 (global attention, absolute positions) or w > 0: each word reads only
             itself and the w words before it, with relative positions (:class:`TextEncoder`), so
             what a word means can depend on the words that mark its role but not on where it stands.
+        text_global: with ``text_window`` > 0, how many of the last text layers attend globally
+            (still without absolute positions): the windowed layers mark each word's role from its
+            neighbours, then the global ones let every word read the whole instruction.
     Fusion:
         d_model, n_heads, n_layers, ff_mult, dropout.
     Head:
@@ -107,6 +110,7 @@ class ModelConfig:
     max_text_len: int = 24
     text_layers: int = 1
     text_window: int = 0
+    text_global: int = 0
     d_model: int = 128
     n_heads: int = 4
     n_layers: int = 2
@@ -137,6 +141,8 @@ class ModelConfig:
         if self.vision == "patch":
             require(self.image_size % self.patch_size == 0, f"image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
         require(0 <= self.text_window <= 16, f"text_window must be in 0..16, got {self.text_window}")
+        require(0 <= self.text_global <= self.text_layers, f"text_global must be in 0..text_layers ({self.text_layers}), got {self.text_global}")
+        require(not self.text_global or self.text_window, "text_global needs text_window > 0 (with 0 every layer is global)")
         require(0 <= self.keypoints <= 64, f"keypoints must be in 0..64, got {self.keypoints}")
         require(self.keypoints == 0 or self.vision == "conv", "keypoints need the conv vision encoder")
         require(not self.wrist or self.vision == "conv", "the wrist camera needs the conv vision encoder")
@@ -356,15 +362,19 @@ class TextEncoder(nn.Module):
     stands in the sentence); with absolute positions and global attention, a handful of templates is
     also fitted by word-order rules ("the first object named moves") that do not carry over to new
     phrasings. Instructions are right-padded, so the causal window never reaches a pad from a word.
+    ``n_global`` (with a window): the last ``n_global`` layers attend to every word, unbanded and
+    still without absolute positions, so a word's token can carry the whole instruction once the
+    windowed layers below have marked its role.
     """
 
     def __init__(self, vocab_size: int, max_len: int, d: int, n_heads: int, n_layers: int, ff_mult: int, dropout: float,
-                 window: int = 0):
+                 window: int = 0, n_global: int = 0):
         super().__init__()
         self.embed = nn.Embedding(vocab_size, d)
         self.window = window
+        self.n_banded = n_layers - n_global if window else 0
         self.pos = nn.Parameter(torch.zeros(1, max_len, d)) if window == 0 else None
-        self.rel = nn.Parameter(torch.zeros(n_layers, n_heads, window + 1)) if window else None  # score per offset
+        self.rel = nn.Parameter(torch.zeros(self.n_banded, n_heads, window + 1)) if window else None  # score per offset
         self.blocks = nn.ModuleList(Block(d, n_heads, ff_mult, dropout) for _ in range(n_layers))
         self.ln = nn.LayerNorm(d)
         self.out_dim = d
@@ -386,7 +396,7 @@ class TextEncoder(nn.Module):
             x = x + self.pos[:, :T]
         keep = mask | ~mask.any(dim=1, keepdim=True)  # an empty instruction still attends (to pads)
         for i, blk in enumerate(self.blocks):
-            x, _ = blk(x, keep, bias=self.band(i, T, x) if self.window else None)
+            x, _ = blk(x, keep, bias=self.band(i, T, x) if i < self.n_banded else None)
         x = self.ln(x)
         m = mask.unsqueeze(-1).to(x.dtype)
         sentence = (x * m).sum(1) / m.sum(1).clamp(min=1.0)  # (B, d)
@@ -670,7 +680,7 @@ def build_model(config: ModelConfig) -> VLAModel:
     if config.text == "builtin":
         language: nn.Module = TextEncoder(
             config.vocab_size, config.max_text_len, config.d_model, config.n_heads, config.text_layers,
-            config.ff_mult, config.dropout, config.text_window,
+            config.ff_mult, config.dropout, config.text_window, config.text_global,
         )
     else:
         from vla_demo.model.hf_encoders import HFTextEncoder
