@@ -99,6 +99,7 @@ def test_eval_card_appends_the_table_to_the_model_card(tiny_policy_dir, tmp_path
                  "--no-baselines", "--workers", "1", "--card"]) == 0
     card = (policy / "README.md").read_text(encoding="utf-8")
     assert card.startswith(before.rstrip("\n")) and "## Evaluation: split `train`" in card and "| reach | 1 |" in card
+    assert f"`python -m vla_demo eval --policy {policy} --families reach --episodes-per-family 1" in card  # as typed
     assert main(["eval", "--policy", "expert", "--card", "--episodes-per-family", "1"]) == 2
     assert "model card" in capsys.readouterr().err
 

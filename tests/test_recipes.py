@@ -132,3 +132,4 @@ def test_the_default_command_trains_the_shipped_seed_on_demonstrations_that_no_s
     assert collected == [recipes.DEMO_SEED]
     cfg = stopped.value.args[0]
     assert cfg.seed == seed and cfg.model_overrides == recipes.DEFAULT_MODEL
+    assert cfg.command == " ".join(["python -m vla_demo train --preset default", *argv])  # the card's command, options included

@@ -208,12 +208,17 @@ def dataset_summary(r) -> dict:
             "episode_list": extras[:50]}
 
 
-def cmd_train(args) -> int:
+def _command(args) -> str:
+    """The command line as typed, for model cards (``main([...])`` from Python records its list)."""
     import shlex
 
+    return "python -m vla_demo " + shlex.join(args.argv)
+
+
+def cmd_train(args) -> int:
     from vla_demo import recipes
 
-    command = "python -m vla_demo " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["train"] else ["train"])
+    command = _command(args)
     seed = args.seed if args.seed is not None else recipes.DEFAULT_SEED if args.preset == "default" else 0
     if args.preset == "default":
         path = recipes.default_policy(command=command, steps=args.steps, seed=seed)
@@ -231,7 +236,6 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    import shlex
     import time
 
     from vla_demo.evaluate import append_to_card, evaluate
@@ -252,8 +256,7 @@ def cmd_eval(args) -> int:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
         print(f"wrote {args.json}")
     if args.card:
-        command = "python -m vla_demo " + shlex.join(sys.argv[1:] if sys.argv[1:2] == ["eval"] else ["eval"])
-        append_to_card(Path(args.policy), report, command, time.time() - t0)
+        append_to_card(Path(args.policy), report, _command(args), time.time() - t0)
         print(f"added the table to {Path(args.policy, 'README.md')}")
     return 0
 
@@ -278,7 +281,9 @@ def cmd_serve(args) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     try:
         verbs = {"sim": cmd_sim, "collect": cmd_collect, "dataset": cmd_dataset, "train": cmd_train, "eval": cmd_eval,
                  "serve": cmd_serve, "loadtest": cmd_loadtest, "bench": cmd_bench}
