@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from vla_demo.model.tokenizer import InstructionTokenizer
 from vla_demo.model.vla import ModelConfig, build_model
@@ -158,6 +159,30 @@ def test_presets_and_config_validation(tok):
     with pytest.raises(ValueError, match="unknown model config keys"):
         ModelConfig.from_dict({"d_model": 64, "flux_capacitor": 1})
     assert ModelConfig.from_dict(tiny(tok).to_dict()) == tiny(tok)
+
+
+def test_keypoints_can_pool_the_words_own_embeddings(tok):
+    """keypoint_values='embedding': attention from the contextual tokens, pooled values from the
+    word embeddings, on both cameras; the same weights give other keypoints than 'context'."""
+    torch.manual_seed(0)
+    ctx = build_model(tiny(tok, keypoints=2, wrist=True)).eval()
+    emb = build_model(tiny(tok, keypoints=2, wrist=True, keypoint_values="embedding")).eval()
+    emb.load_state_dict(ctx.state_dict())  # no parameter of its own
+    images, ids, mask, state = inputs(tok)
+    with torch.no_grad():
+        for kp in (ctx.keypoints, emb.keypoints, ctx.wrist_keypoints, emb.wrist_keypoints):
+            nn.init.normal_(kp.film.weight)  # the word-to-filter map starts at zero: make the words count
+        ctx.load_state_dict(emb.state_dict())
+        words, _ = emb.language(ids, mask)
+        tokens, fmap = emb.vision.features(images)
+        expected, _ = emb.keypoints.positions(fmap, words, mask.bool(), emb.language.embed(ids))
+        got = emb.encode(images, ids, mask, state, wrist=images)[2]
+        other = ctx.encode(images, ids, mask, state, wrist=images)[2]
+    torch.testing.assert_close(got, expected)
+    assert not torch.allclose(got, other)
+    for bad in (dict(keypoint_values="raw", keypoints=2), dict(keypoint_values="embedding")):
+        with pytest.raises(ValueError, match="keypoint_values"):
+            tiny(tok, **bad)
 
 
 def _words(tok, text: str) -> tuple[torch.Tensor, torch.Tensor]:

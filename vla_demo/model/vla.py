@@ -61,6 +61,11 @@ class ModelConfig:
             stride-8 feature map and added as K tokens (0 = none; ``conv`` vision only). Each is the
             expected image position under a learned, FiLM-modulated heat map, which gives the
             fusion sub-token precision about *where* the named object is.
+        keypoint_values: what a keypoint's word attention pools: ``context`` (the text encoder's
+            word tokens) or ``embedding`` (the words' own embeddings, built-in text encoder only).
+            The attention still comes from the contextual tokens (which words name the object),
+            but the pooled filter is then a sum over the words themselves, "green" plus "cylinder",
+            so a colour-shape pair never named together is scored like the sum of its parts.
     Language:
         vocab_size, max_text_len: built-in text encoder size; ``text`` is ``builtin`` or ``hf``.
         text_layers: Transformer layers of the built-in text encoder.
@@ -105,6 +110,7 @@ class ModelConfig:
     coordconv: bool = True
     film: bool = True
     keypoints: int = 0
+    keypoint_values: str = "context"
     text: str = "builtin"
     vocab_size: int = 64
     max_text_len: int = 24
@@ -144,6 +150,9 @@ class ModelConfig:
         require(0 <= self.text_global <= self.text_layers, f"text_global must be in 0..text_layers ({self.text_layers}), got {self.text_global}")
         require(not self.text_global or self.text_window, "text_global needs text_window > 0 (with 0 every layer is global)")
         require(0 <= self.keypoints <= 64, f"keypoints must be in 0..64, got {self.keypoints}")
+        require(self.keypoint_values in ("context", "embedding"), f"keypoint_values must be context or embedding, got {self.keypoint_values!r}")
+        require(self.keypoint_values == "context" or (self.keypoints and self.text == "builtin"),
+                "keypoint_values='embedding' needs keypoints and the built-in text encoder")
         require(self.keypoints == 0 or self.vision == "conv", "keypoints need the conv vision encoder")
         require(not self.wrist or self.vision == "conv", "the wrist camera needs the conv vision encoder")
         require(self.vision != "hf" or self.vision_spec is not None, "vision='hf' needs a vision_spec")
@@ -296,19 +305,20 @@ class SpatialKeypoints(nn.Module):
             nn.init.normal_(p, std=0.02)
         nn.init.normal_(self.score, std=hidden ** -0.5)
 
-    def read_words(self, words: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, T, d) word tokens, (B, T) mask -> each keypoint's attention-pooled words (B, K, d)
-        and its attention over the words (B, K, T)."""
+    def read_words(self, words: torch.Tensor, text_mask: torch.Tensor, values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, T, d) word tokens, (B, T) mask -> each keypoint's attention-pooled ``values``
+        (default: the word tokens) (B, K, d) and its attention over the words (B, K, T)."""
         logits = self.queries @ words.transpose(1, 2) / math.sqrt(words.size(-1))  # (B, K, T)
         keep = text_mask.bool() | ~text_mask.bool().any(dim=1, keepdim=True)  # empty text: uniform over pads
         att = logits.masked_fill(~keep.unsqueeze(1), float("-inf")).softmax(-1)
-        return att @ words, att
+        return att @ (words if values is None else values), att
 
-    def positions(self, fmap: torch.Tensor, words: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(B, C, h, w), (B, T, d), (B, T) -> (B, K, 2) expected (x, y) in [-1, 1], and the word
-        attention (B, K, T) that chose each keypoint's filter."""
+    def positions(self, fmap: torch.Tensor, words: torch.Tensor, text_mask: torch.Tensor,
+                  values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, C, h, w), (B, T, d), (B, T), optional (B, T, d) -> (B, K, 2) expected (x, y) in
+        [-1, 1], and the word attention (B, K, T) that chose each keypoint's filter."""
         B, _, h, w = fmap.shape
-        read, att = self.read_words(words, text_mask)
+        read, att = self.read_words(words, text_mask, values)
         filters = self.score + self.film(read)  # (B, K, hidden)
         hid = F.gelu(self.hidden(fmap)).flatten(2)  # (B, hidden, h*w)
         scores = filters @ hid + self.score_bias[:, None]  # (B, K, h*w)
@@ -316,9 +326,10 @@ class SpatialKeypoints(nn.Module):
         grid = coord_channels(1, h, w, fmap).flatten(2)[0]  # (2, h*w): x, y per cell
         return p @ grid.t(), att  # (B, K, 2), (B, K, T)
 
-    def forward(self, fmap: torch.Tensor, words: torch.Tensor, text_mask: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    def forward(self, fmap: torch.Tensor, words: torch.Tensor, text_mask: torch.Tensor,
+                values: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
         """Tokens (B, K, d), the positions (B, K, 2) they embed, and the word attention (B, K, T)."""
-        pos, att = self.positions(fmap, words, text_mask)
+        pos, att = self.positions(fmap, words, text_mask, values)
         return self.embed(pos) + self.ids, pos, att
 
 
@@ -496,14 +507,15 @@ class VLAModel(nn.Module):
         words, sentence = self.language(ids, text_mask)
         words, sentence = self.txt_proj(words), self.txt_proj(sentence)  # (B, T, d), (B, d)
         text_mask = text_mask.bool()
+        values = self.language.embed(ids) if self.config.keypoint_values == "embedding" else None  # (B, T, d): what keypoints pool
         film = self.film(sentence).unsqueeze(1).chunk(2, dim=-1) if self.film is not None else None  # (B, 1, d) x 2
-        vis, kp_pos, kp_att = self._camera(self.vision, self.keypoints, self.vis_pos, images, words, text_mask, film)  # (B, N + K, d)
+        vis, kp_pos, kp_att = self._camera(self.vision, self.keypoints, self.vis_pos, images, (words, values), text_mask, film)  # (B, N + K, d)
         aux = {"words": words, "keypoint_words": [] if kp_att is None else [kp_att]}
         if self.wrist_vision is not None:
             if wrist is None or wrist.shape != images.shape:
                 got = None if wrist is None else tuple(wrist.shape)
                 raise ValueError(f"this model also sees the wrist camera: pass wrist images shaped like the front ones {tuple(images.shape)}, got {got}")
-            hand, _, hand_att = self._camera(self.wrist_vision, self.wrist_keypoints, self.wrist_pos, wrist, words, text_mask, film)
+            hand, _, hand_att = self._camera(self.wrist_vision, self.wrist_keypoints, self.wrist_pos, wrist, (words, values), text_mask, film)
             if hand_att is not None:
                 aux["keypoint_words"].append(hand_att)
             vis = torch.cat([vis, hand], dim=1)  # (B, 2 (N + K), d)
@@ -525,12 +537,13 @@ class VLAModel(nn.Module):
                 attn.append(w)
         return self.ln_f(x[:, 0]), attn, kp_pos, aux
 
-    def _camera(self, stem, keypoints, pos, images, words, text_mask, film):
+    def _camera(self, stem, keypoints, pos, images, text, text_mask, film):
         """One camera's tokens (B, N + K, d): FiLM-modulated visual tokens, then its keypoint tokens;
-        the keypoint positions (B, K, 2) and word attention (B, K, T), or None without keypoints."""
+        the keypoint positions (B, K, 2) and word attention (B, K, T), or None without keypoints.
+        ``text``: the word tokens (B, T, d) and what the keypoints pool from them (or None: the tokens)."""
         if keypoints is not None:
             tokens, fmap = stem.features(images)
-            kps, kp_pos, kp_att = keypoints(fmap, words, text_mask)  # (B, K, d), (B, K, 2), (B, K, T)
+            kps, kp_pos, kp_att = keypoints(fmap, text[0], text_mask, text[1])  # (B, K, d), (B, K, 2), (B, K, T)
         else:
             tokens, kps, kp_pos, kp_att = stem(images), None, None, None
         vis = self.vis_proj(tokens) + pos  # (B, N, d)
