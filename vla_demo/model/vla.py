@@ -509,13 +509,13 @@ class VLAModel(nn.Module):
         text_mask = text_mask.bool()
         values = self.language.embed(ids) if self.config.keypoint_values == "embedding" else None  # (B, T, d): what keypoints pool
         film = self.film(sentence).unsqueeze(1).chunk(2, dim=-1) if self.film is not None else None  # (B, 1, d) x 2
-        vis, kp_pos, kp_att = self._camera(self.vision, self.keypoints, self.vis_pos, images, (words, values), text_mask, film)  # (B, N + K, d)
+        vis, kp_pos, kp_att = self._camera(self.vision, self.keypoints, self.vis_pos, images, words, text_mask, film, values)  # (B, N + K, d)
         aux = {"words": words, "keypoint_words": [] if kp_att is None else [kp_att]}
         if self.wrist_vision is not None:
             if wrist is None or wrist.shape != images.shape:
                 got = None if wrist is None else tuple(wrist.shape)
                 raise ValueError(f"this model also sees the wrist camera: pass wrist images shaped like the front ones {tuple(images.shape)}, got {got}")
-            hand, _, hand_att = self._camera(self.wrist_vision, self.wrist_keypoints, self.wrist_pos, wrist, (words, values), text_mask, film)
+            hand, _, hand_att = self._camera(self.wrist_vision, self.wrist_keypoints, self.wrist_pos, wrist, words, text_mask, film, values)
             if hand_att is not None:
                 aux["keypoint_words"].append(hand_att)
             vis = torch.cat([vis, hand], dim=1)  # (B, 2 (N + K), d)
@@ -537,13 +537,13 @@ class VLAModel(nn.Module):
                 attn.append(w)
         return self.ln_f(x[:, 0]), attn, kp_pos, aux
 
-    def _camera(self, stem, keypoints, pos, images, text, text_mask, film):
+    def _camera(self, stem, keypoints, pos, images, words, text_mask, film, values=None):
         """One camera's tokens (B, N + K, d): FiLM-modulated visual tokens, then its keypoint tokens;
         the keypoint positions (B, K, 2) and word attention (B, K, T), or None without keypoints.
-        ``text``: the word tokens (B, T, d) and what the keypoints pool from them (or None: the tokens)."""
+        ``values`` (B, T, d): what the keypoints pool under their word attention (None: the word tokens)."""
         if keypoints is not None:
             tokens, fmap = stem.features(images)
-            kps, kp_pos, kp_att = keypoints(fmap, text[0], text_mask, text[1])  # (B, K, d), (B, K, 2), (B, K, T)
+            kps, kp_pos, kp_att = keypoints(fmap, words, text_mask, values)  # (B, K, d), (B, K, 2), (B, K, T)
         else:
             tokens, kps, kp_pos, kp_att = stem(images), None, None, None
         vis = self.vis_proj(tokens) + pos  # (B, N, d)
