@@ -57,6 +57,29 @@ def test_expert_takes_over_a_straying_policy_and_finishes_the_task(env, relabel)
     assert len(tasks) == len(flags) and frames["observation.images.front"].shape[1:] == (32, 32, 3)
 
 
+class Counting(GoUp):
+    """GoUp that counts its resets (the corrected episode replans it at every hand-back)."""
+
+    resets = 0
+
+    def reset(self):
+        self.resets += 1
+
+
+def test_the_operator_hands_back_control_and_corrects_again(env):
+    c = ScriptedCorrector(env, CorrectorConfig(patience=3, handback=5, stall_steps=30))
+    policy = Counting()
+    frames, _, success, n_int = corrected_episode(env, policy, c, seed=5, options={"family": "reach"})
+    flags = frames["intervention"]
+    # three straying steps, five steps of the operator, control back, three more straying steps ...
+    assert flags[:24].tolist() == ([False] * 3 + [True] * 5) * 3
+    assert policy.resets == 1 + 3  # the rollout's reset, then one per hand-back
+    assert flags[30:].all() and success  # ... until stall_steps: then the operator keeps control
+    assert np.allclose(frames["action"][~flags], GoUp().select_action(None))  # the policy's own frames keep its label
+    with pytest.raises(ValueError, match="handback"):
+        CorrectorConfig(handback=-1)
+
+
 def test_a_policy_that_agrees_is_never_corrected(env):
     frames, _, success, n_int = corrected_episode(env, ScriptedExpert(env), ScriptedCorrector(env), seed=6,
                                                   options={"family": "pick"})

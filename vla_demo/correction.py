@@ -1,12 +1,17 @@
 """A scripted corrective operator: shared-autonomy data without a human (HG-DAgger style).
 
 The learned policy drives. The scripted expert watches every step (its phase machine follows the
-scene as the policy moves it) and takes over for the rest of the episode once the policy strays:
+scene as the policy moves it) and takes over once the policy strays:
 
 * its translation points away from the expert's (cosine below ``min_cosine`` while the expert
   wants to move at least ``min_speed``), or its gripper command disagrees, for ``patience``
   consecutive steps; or
 * the episode is ``stall_steps`` long without success.
+
+By default it then drives to the end of the episode. With ``handback`` > 0 it gives control back
+after driving that many steps (HG-DAgger's operator returns control once the state is safe again),
+the policy replans from there and may stray and be corrected again, so one episode can hold
+corrections at several of the policy's failure states; after ``stall_steps`` it keeps control.
 
 Frames the expert drove are flagged ``intervention`` and labelled with the expert's action. The
 policy's own frames keep its action as the label, as in a Shared-mode recording from the app (a
@@ -44,9 +49,11 @@ class CorrectorConfig:
     min_speed: float = 0.005
     stall_steps: int = 60
     relabel: bool = False  # DAgger labels on the policy's own frames (see the module docstring)
+    handback: int = 0  # steps the operator drives before giving control back (0: to the end)
 
     def __post_init__(self) -> None:
         require(self.patience >= 1 and self.stall_steps >= 1, "patience and stall_steps must be >= 1")
+        require(self.handback >= 0, f"handback must be >= 0 steps, got {self.handback}")
         require(-1 <= self.min_cosine <= 1 and self.min_speed >= 0, "min_cosine in [-1, 1] and min_speed >= 0")
 
 
@@ -63,6 +70,7 @@ class ScriptedCorrector:
     def reset(self) -> None:
         self.expert.reset()
         self.streak = 0
+        self.driven = 0  # steps the operator has driven since it last took over
         self.engaged = False
         self.advice: np.ndarray | None = None  # the expert's action for the last watched observation
 
@@ -84,6 +92,15 @@ class ScriptedCorrector:
         """The expert's action for ``obs`` (call once per observation while engaged)."""
         return self.expert.select_action(obs)
 
+    def drove(self, step: int) -> bool:
+        """Count one step the operator drove; True when it hands control back to the policy now."""
+        self.driven += 1
+        c = self.config
+        if not c.handback or self.driven < c.handback or step + 1 >= c.stall_steps:
+            return False
+        self.engaged, self.streak, self.driven = False, 0, 0
+        return True
+
 
 def corrected_episode(env, policy, corrector: ScriptedCorrector, seed: int, options: dict[str, Any]):
     """Roll ``policy`` out under ``corrector`` through the shared loop.
@@ -101,6 +118,8 @@ def corrected_episode(env, policy, corrector: ScriptedCorrector, seed: int, opti
     for rec in rollout(env, policy, seed=seed, options=options, control=control):
         if not rec.intervention:
             corrector.watch(rec.observation, rec.action, rec.step)
+        elif corrector.drove(rec.step):
+            policy.reset()  # its queued chunk was planned before the operator moved the arm
         if corrector.engaged and not rec.done:
             control.override(corrector.act(rec.next_observation))
         for k in cameras:
