@@ -41,12 +41,14 @@ def test_the_correction_loop_can_redo_its_corrections_and_fine_tune_on_an_earlie
     shutil.copytree(tiny_policy_dir, run / "variant" / "policy")
     (run / "report.json").write_text('{"earlier": true}')
 
-    out = recipes.correction_loop("reach", command="test", episodes=2, reuse=run, finetune_steps=2)
+    out = recipes.correction_loop("reach", command="test", episodes=2, reuse=run, finetune_steps=2, handback=4)
     report = json.loads((out / "report.json").read_text())
     assert out == run and report["before"]["episodes"] == report["after"]["episodes"] == 2
     assert report["recipe"]["variant"] == str(run / "variant" / "policy")
     corrections = DatasetReader(report["recipe"]["corrections"])
     assert report["recorded"]["saved"] == corrections.num_episodes == recipes.CORRECTION_EPISODES
+    flags = [corrections.episode_columns(e)["intervention"] for e in range(corrections.num_episodes)]
+    assert report["recipe"]["handback"] == 4 and any((f[:-1] & ~f[1:]).any() for f in flags)  # control was given back
     assert Path(report["recipe"]["finetune"]).is_dir() and Path(report["recipe"]["finetune"]).parent.parent == run
     assert [json.loads(p.read_text()) for p in run.glob("report-*.json")] == [{"earlier": True}]  # kept, not overwritten
     assert "Difference" in (run / "report.md").read_text()
@@ -133,3 +135,19 @@ def test_the_default_command_trains_the_shipped_seed_on_demonstrations_that_no_s
     cfg = stopped.value.args[0]
     assert cfg.seed == seed and cfg.model_overrides == recipes.DEFAULT_MODEL
     assert cfg.command == " ".join(["python -m vla_demo train --preset default", *argv])  # the card's command, options included
+
+
+def test_the_correction_loop_command_passes_its_options_on(monkeypatch, tmp_path, capsys):
+    from vla_demo.__main__ import main
+
+    seen = {}
+
+    def loop(family, **kw):
+        seen.update(kw, family=family)
+        (tmp_path / "report.md").write_text("| the report |")
+        return tmp_path
+
+    monkeypatch.setattr(recipes, "correction_loop", loop)
+    main(["train", "--preset", "correction-loop", "--family", "stack", "--reuse-run", "RUN", "--handback", "7"])
+    assert (seen["family"], seen["reuse"], seen["handback"], seen["seed"]) == ("stack", "RUN", 7, 0)
+    assert "--handback 7" in seen["command"] and "| the report |" in capsys.readouterr().out

@@ -82,6 +82,8 @@ def _add_train(sub) -> None:
     p.add_argument("--family", choices=FAMILIES, default="place", help="the family the correction-loop starves")
     p.add_argument("--reuse-run", default=None, help="correction-loop: take the variant and corrections of this earlier "
                                                       "run folder and redo only the fine-tune and the evaluations")
+    p.add_argument("--handback", type=int, default=0, help="correction-loop: the scripted operator gives control back "
+                                                            "after driving this many steps (0: it drives to the end)")
     p.add_argument("--data", nargs="+", default=None, help="LeRobot dataset folders to mix")
     p.add_argument("--weights", nargs="+", type=float, default=None, help="sampling weight per dataset")
     p.add_argument("--out", default=None, help="run folder (default: <data root>/runs/train-<time>)")
@@ -223,7 +225,8 @@ def cmd_train(args) -> int:
     if args.preset == "default":
         path = recipes.default_policy(command=command, steps=args.steps, seed=seed)
     elif args.preset == "correction-loop":
-        path = recipes.correction_loop(args.family, command=command, steps=args.steps, seed=seed, reuse=args.reuse_run)
+        path = recipes.correction_loop(args.family, command=command, steps=args.steps, seed=seed, reuse=args.reuse_run,
+                                       handback=args.handback)
         print((path / "report.md").read_text(encoding="utf-8"))
     else:
         if not args.data:

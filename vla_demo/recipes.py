@@ -209,7 +209,8 @@ def fine_tune(init_from: str | Path, new: list[str | Path], replay: list[str | P
 
 
 def correction_loop(family: str, command: str, steps: int | None = None, seed: int = 0,
-                    episodes: int = 100, reuse: str | Path | None = None, finetune_steps: int = FINETUNE_STEPS) -> Path:
+                    episodes: int = 100, reuse: str | Path | None = None, finetune_steps: int = FINETUNE_STEPS,
+                    handback: int = 0) -> Path:
     """Run the correction-loop experiment for ``family``; returns the run folder with ``report.json``
     and ``report.md`` (before/after success with 95% intervals and the difference's interval).
 
@@ -217,9 +218,11 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     expensive half: 30+ minutes of training); the corrections are recorded again (a minute), then
     the fine-tune and both evaluations run, and the report replaces the earlier one (which is kept
     as ``report-<time>.json``). For changing the correction or fine-tune recipe without retraining.
+    ``handback``: the operator gives control back after driving that many steps (0: it drives to
+    the end of the episode; :class:`~vla_demo.correction.CorrectorConfig`).
     """
     from vla_demo.config import TrainConfig
-    from vla_demo.correction import record_corrections
+    from vla_demo.correction import CorrectorConfig, record_corrections
     from vla_demo.evaluate import difference_interval, evaluate
     from vla_demo.train import train
 
@@ -236,7 +239,8 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
             raise FileNotFoundError(f"{demos} is missing: the reused variant's demonstrations are also the fine-tune's replay")
         run, variant = _reused_run(Path(reuse), family)
     corrections = data_root() / "datasets" / f"corrections-{family}-{stamp}"
-    recorded = record_corrections(variant, family, CORRECTION_EPISODES, corrections, seed=seed)
+    recorded = record_corrections(variant, family, CORRECTION_EPISODES, corrections, seed=seed,
+                                  config=CorrectorConfig(handback=handback))
     eval_kw = dict(split="train", episodes_per_family=episodes, seed=seed + 1, families=(family,), baselines=False,
                    two_candidates=False)
     before = evaluate(str(variant), **eval_kw)
@@ -247,6 +251,7 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     after = evaluate(str(tuned), **eval_kw)
     report = _loop_report(family, before, after, recorded, finetune_s, difference_interval)
     report["recipe"] = {"finetune_steps": finetune_steps, "finetune_lr": FINETUNE_LR, "own_action_weight": OWN_ACTION_WEIGHT,
+                        "handback": handback,
                         "variant": str(variant), "corrections": str(corrections), "finetune": str(tuned), "command": command}
     from vla_demo.data import format as fmt
 
