@@ -81,6 +81,9 @@ def test_a_fresh_correction_loop_collects_the_default_demonstrations_it_trains_i
     cfg = stopped.value.args[0]
     assert cfg.datasets == [str(demos)] and cfg.seed == 3
     assert cfg.family_fractions == {"push": recipes.CORRECTION_SHARE}
+    with pytest.raises(ValueError, match="handback"):  # refused before any collection or training
+        recipes.correction_loop("push", command="test", handback=-1)
+    assert len(collected) == 1
     with pytest.raises(FileNotFoundError, match="replay"):  # reusing a variant needs its demonstrations as they were
         recipes.correction_loop("push", command="test", reuse=tmp_path / "runs" / "correction-push-1")
 

@@ -226,6 +226,7 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     from vla_demo.evaluate import difference_interval, evaluate
     from vla_demo.train import train
 
+    corrector = CorrectorConfig(handback=handback)  # refuse a bad setting before 30 minutes of training
     demos = default_demos()
     shares = {family: CORRECTION_SHARE}
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -239,8 +240,7 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
             raise FileNotFoundError(f"{demos} is missing: the reused variant's demonstrations are also the fine-tune's replay")
         run, variant = _reused_run(Path(reuse), family)
     corrections = data_root() / "datasets" / f"corrections-{family}-{stamp}"
-    recorded = record_corrections(variant, family, CORRECTION_EPISODES, corrections, seed=seed,
-                                  config=CorrectorConfig(handback=handback))
+    recorded = record_corrections(variant, family, CORRECTION_EPISODES, corrections, seed=seed, config=corrector)
     eval_kw = dict(split="train", episodes_per_family=episodes, seed=seed + 1, families=(family,), baselines=False,
                    two_candidates=False)
     before = evaluate(str(variant), **eval_kw)
