@@ -86,7 +86,11 @@ class ScriptedCorrector:
         """Feed the step the policy just took from ``obs``; may engage the takeover."""
         expert_action = self.advice = self.expert.select_action(obs)
         self.streak = self.streak + 1 if self.strays(policy_action, expert_action) else 0
-        self.engaged = self.streak >= self.config.patience or step + 1 >= self.config.stall_steps
+        self.engaged = self.streak >= self.config.patience or self.stalled(step)
+
+    def stalled(self, step: int) -> bool:
+        """Is the episode ``stall_steps`` long after ``step`` (the operator then keeps control)?"""
+        return step + 1 >= self.config.stall_steps
 
     def act(self, obs: dict[str, Any]) -> np.ndarray:
         """The expert's action for ``obs`` (call once per observation while engaged)."""
@@ -96,7 +100,7 @@ class ScriptedCorrector:
         """Count one step the operator drove; True when it hands control back to the policy now."""
         self.driven += 1
         c = self.config
-        if not c.handback or self.driven < c.handback or step + 1 >= c.stall_steps:
+        if not c.handback or self.driven < c.handback or self.stalled(step):
             return False
         self.engaged, self.streak, self.driven = False, 0, 0
         return True
