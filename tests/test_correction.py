@@ -97,6 +97,9 @@ def test_record_corrections_writes_flagged_shared_episodes(tmp_path):
     flags = np.concatenate([reader.episode_columns(e)["intervention"] for e in range(2)])
     assert flags.sum() == summary["intervention_frames"] > 0
     assert {reader.episode(e)["source"] for e in range(2)} == {"shared"}
+    goals = reader.episode_columns(0)["goal_positions"]  # the goal head's labels, as in a demonstration
+    assert goals.shape == (len(reader.episode_columns(0)["intervention"]), 6) and np.isfinite(goals).all()
+    assert np.abs(goals[:, :2]).max() > 0.05  # real table coordinates, not a filler
 
 
 def test_corrections_of_a_wrist_camera_policy_record_the_wrist_camera(tmp_path):

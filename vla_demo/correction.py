@@ -13,6 +13,12 @@ after driving that many steps (HG-DAgger's operator returns control once the sta
 the policy replans from there and may stray and be corrected again, so one episode can hold
 corrections at several of the policy's failure states; after ``stall_steps`` it keeps control.
 
+The expert follows the policy's hand (``ScriptedExpert(follow=...)``): a policy lowering a
+centimetre or two off the expert's own line is not taken over for it. Without that, the expert's
+phase machine still wanted the hand at the hover point it would itself have passed: in 10
+corrected pick episodes of the 2026-12-03 variant, 2 of the 5 takeovers were of descents on target
+(76 operator frames; 42 with ``follow=0.02``, every takeover a real miss of 3-7 cm).
+
 Frames the expert drove are flagged ``intervention`` and labelled with the expert's action. The
 policy's own frames keep its action as the label, as in a Shared-mode recording from the app (a
 fine-tune does not draw those: ``TrainConfig.own_action_weight``); ``relabel`` labels them with the
@@ -34,7 +40,7 @@ from typing import Any
 import numpy as np
 
 from vla_demo.config import require
-from vla_demo.constants import ACTION, EXECUTED_ACTION, INTERVENTION, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, TASK
+from vla_demo.constants import ACTION, EXECUTED_ACTION, GOAL_POSITIONS, INTERVENTION, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, TASK
 
 
 @dataclass
@@ -50,11 +56,13 @@ class CorrectorConfig:
     stall_steps: int = 60
     relabel: bool = False  # DAgger labels on the policy's own frames (see the module docstring)
     handback: int = 0  # steps the operator drives before giving control back (0: to the end)
+    follow: float = 0.02  # m: a policy lowering this close to the expert's line is lowering (ScriptedExpert)
 
     def __post_init__(self) -> None:
         require(self.patience >= 1 and self.stall_steps >= 1, "patience and stall_steps must be >= 1")
         require(self.handback >= 0, f"handback must be >= 0 steps, got {self.handback}")
         require(-1 <= self.min_cosine <= 1 and self.min_speed >= 0, "min_cosine in [-1, 1] and min_speed >= 0")
+        require(self.follow >= 0, f"follow must be >= 0 m, got {self.follow}")
 
 
 class ScriptedCorrector:
@@ -63,8 +71,8 @@ class ScriptedCorrector:
     def __init__(self, env, config: CorrectorConfig | None = None):
         from vla_demo.sim.expert import ScriptedExpert
 
-        self.expert = ScriptedExpert(env)
         self.config = config or CorrectorConfig()
+        self.expert = ScriptedExpert(env, follow=self.config.follow)
         self.reset()
 
     def reset(self) -> None:
@@ -117,7 +125,7 @@ def corrected_episode(env, policy, corrector: ScriptedCorrector, seed: int, opti
     control = RolloutControl()
     corrector.reset()
     cameras = [OBS_IMAGE_FRONT] + ([OBS_IMAGE_WRIST] if env.config.wrist_camera else [])
-    rows: dict[str, list] = {k: [] for k in (*cameras, OBS_STATE, ACTION, EXECUTED_ACTION, INTERVENTION)}
+    rows: dict[str, list] = {k: [] for k in (*cameras, OBS_STATE, ACTION, EXECUTED_ACTION, INTERVENTION, GOAL_POSITIONS)}
     tasks, success = [], False
     for rec in rollout(env, policy, seed=seed, options=options, control=control):
         if not rec.intervention:
@@ -133,6 +141,7 @@ def corrected_episode(env, policy, corrector: ScriptedCorrector, seed: int, opti
         rows[ACTION].append(corrector.advice if relabelled else rec.label)
         rows[EXECUTED_ACTION].append(rec.action)
         rows[INTERVENTION].append(rec.intervention)
+        rows[GOAL_POSITIONS].append(rec.info["goal_positions"])  # the same labels as a demonstration's
         tasks.append(rec.observation[TASK])
         success = bool(rec.info.get("success"))
     frames = {k: np.stack(v) for k, v in rows.items()}
@@ -163,7 +172,7 @@ def record_corrections(policy_dir: str | os.PathLike, family: str, episodes: int
         env = TabletopEnv(wrist_camera=True)
     corrector = ScriptedCorrector(env, config)
     note = f"Shared-autonomy corrections of `{Path(policy_dir).name}` on {family} by a scripted operator."
-    with DatasetWriter.held(out, sim_features(env.config.image_size, env.config.wrist_camera), SimConfig().control_hz, card_note=note) as writer:
+    with DatasetWriter.held(out, sim_features(env.config.image_size, env.config.wrist_camera, goals=True), SimConfig().control_hz, card_note=note) as writer:
         summary = {"saved": 0, "successes": 0, "intervention_frames": 0, "frames": 0, "dataset": str(writer.root)}
         start = writer.num_episodes
         for i in tqdm(range(episodes), desc=f"corrections -> {Path(out).name}", unit="ep"):

@@ -100,3 +100,33 @@ def test_expert_recovers_from_detours(env):
 def test_detour_outside_0_1_is_rejected(env, p):
     with pytest.raises(ValueError, match="detour"):
         ScriptedExpert(env, detour=p)
+
+
+def hand_at(env, seed: int, offset_xy: tuple[float, float], height: float):
+    """Reset a pick scene and drive the open hand to ``offset_xy`` (m) beside the target, ``height`` above it."""
+    obs, _ = env.reset(seed=seed, options={"family": "pick"})
+    target = env.world_view().positions[env.goal.target]
+    goal = target + np.array([*offset_xy, height])
+    for _ in range(40):
+        delta = np.clip(goal - obs[OBS_STATE][:3], -0.02, 0.02)
+        obs = env.step(np.array([*delta, 0, 0, 0, 1], np.float32))[0]
+    assert np.linalg.norm(obs[OBS_STATE][:3] - goal) < 0.005
+    return obs
+
+
+@pytest.mark.parametrize("offset, follow_descends", [((0.015, 0.0), True), ((0.0, 0.05), False)])
+def test_a_following_expert_takes_a_low_hand_from_where_it_is(env, offset, follow_descends):
+    obs = hand_at(env, seed=2, offset_xy=offset, height=0.06)  # below the 0.10 m hover point
+    demo = ScriptedExpert(env).select_action({**obs, "task": env.instruction})
+    follower = ScriptedExpert(env, follow=0.02)
+    a = follower.select_action({**obs, "task": env.instruction})
+    assert demo[2] > 0.01  # the demonstrator goes back up to its hover point first
+    if follow_descends:  # 1.5 cm off its line: lowering, re-centring on the way down
+        assert follower.phase == "descend" and a[2] < -0.01 and a[0] < 0
+    else:  # 5 cm off: sideways at this height, neither up nor down into the object
+        assert follower.phase == "approach" and abs(a[2]) < 1e-3 and a[1] < -0.01
+
+
+def test_negative_follow_is_rejected(env):
+    with pytest.raises(ValueError, match="follow"):
+        ScriptedExpert(env, follow=-0.01)

@@ -22,6 +22,13 @@ Grasps keep the home yaw instead of turning the hand to each cube's yaw: the clo
 a turned cube up by themselves (30/30 pick, place and stack episodes succeed either way), and a cube's
 yaw is a few pixels of evidence in a 96 px frame, so aligning to it made the yaw label nearly
 unlearnable for the policy.
+
+``follow > 0`` makes the phase machine follow a hand that someone else drives (the scripted
+corrective operator watching a policy): a hand already lowering within ``follow`` metres (horizontally)
+of where the expert would lower counts as lowering, instead of the expert first wanting it back up at
+the hover (or carry) point it would itself have passed within millimetres; and a low hand further off
+is moved sideways at its height (kept ``CLEAR_Z`` above the grasp point) rather than lifted to the
+hover point first. Demonstrations keep 0.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ NO_DETOUR_PHASES = ("close", "release")  # moving then would drag or drop the ob
 DETOUR_BELOW_Z = 0.11  # m: excursions only where the hand is low, near what it is about to touch
 CLOSE_STEPS = 4  # control steps to close the fingers
 RELEASE_STEPS = 3
+CLEAR_Z = 0.04  # m above the grasp point: a hand this high moves sideways without touching the object
 XY_TOL = 0.008
 Z_TOL = 0.012
 
@@ -51,14 +59,18 @@ class ScriptedExpert:
         noise: std of the executed-action perturbation, as a fraction of each action limit.
         seed: seed of the noise generator.
         detour: per-step probability of starting an excursion (see the module doc), 0..1.
+        follow: horizontal tolerance (m) for taking a hand someone else lowers as lowering (module doc).
     """
 
-    def __init__(self, env, noise: float = 0.0, seed: int | None = None, detour: float = 0.0):
+    def __init__(self, env, noise: float = 0.0, seed: int | None = None, detour: float = 0.0, follow: float = 0.0):
         if noise < 0:
             raise ValueError(f"noise must be >= 0, got {noise}")
         if not 0.0 <= detour <= 1.0:
             raise ValueError(f"detour must be a probability in 0..1, got {detour}")
+        if follow < 0:
+            raise ValueError(f"follow must be >= 0 m, got {follow}")
         self.env = env
+        self.follow = float(follow)
         self.noise = float(noise)
         self.detour = float(detour)
         self._rng = np.random.default_rng(seed)
@@ -136,6 +148,13 @@ class ScriptedExpert:
     def _near(state, pos, xy_tol=XY_TOL, z_tol=Z_TOL) -> bool:
         return bool(np.hypot(*(state[:2] - pos[:2])) < xy_tol and abs(state[2] - pos[2]) < z_tol)
 
+    def _lowering(self, state, above, xy_tol: float, z_tol: float) -> bool:
+        """Is the hand at ``above`` (the point the expert lowers from), or, when following, already
+        below it and within ``follow`` of its vertical line?"""
+        if self._near(state, above, xy_tol, z_tol):
+            return True
+        return bool(np.hypot(*(state[:2] - above[:2])) < self.follow and state[2] < above[2] + z_tol)
+
     def _grasp(self, state, view, i: int) -> np.ndarray | None:
         """Shared pick phases; returns an action, or None once the object is held and lifted."""
         obj = view.positions[i]
@@ -143,7 +162,9 @@ class ScriptedExpert:
         grasp = np.array([obj[0], obj[1], max(obj[2], GRASP_MIN_Z)])
         if self.phase == "approach":
             above = grasp + [0, 0, HOVER]
-            if self._near(state, above, z_tol=0.03) and abs(state[5] - yaw) < 0.1:
+            if self.follow > 0:  # re-centre a low hand where it is (clear of the object) rather than lift it first
+                above[2] = np.clip(state[2], grasp[2] + CLEAR_Z, above[2])
+            if self._lowering(state, above, XY_TOL, 0.03) and abs(state[5] - yaw) < 0.1:
                 self.phase = "descend"
             else:
                 return self._move(state, above, GRIPPER_OPEN, yaw)
@@ -202,7 +223,7 @@ class ScriptedExpert:
             else:
                 return self._move(state, [state[0], state[1], CARRY_Z], GRIPPER_CLOSED, state[5])
         if self.phase == "carry":
-            if self._near(state, above, xy_tol=0.006, z_tol=0.04):
+            if self._lowering(state, above, 0.006, 0.04):
                 self.phase = "lower"
             else:
                 return self._move(state, above, GRIPPER_CLOSED, state[5])
