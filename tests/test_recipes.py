@@ -9,6 +9,7 @@ import pytest
 
 from vla_demo import recipes
 from vla_demo.constants import FAMILIES
+from vla_demo.correction import CorrectorConfig
 
 
 def test_a_fine_tune_mixes_its_replay_keeps_the_parent_chunk_and_learns_from_interventions(tiny_policy_dir, tmp_path):
@@ -48,6 +49,7 @@ def test_the_correction_loop_can_redo_its_corrections_and_fine_tune_on_an_earlie
     corrections = DatasetReader(report["recipe"]["corrections"])
     assert report["recorded"]["saved"] == corrections.num_episodes == recipes.CORRECTION_EPISODES
     flags = [corrections.episode_columns(e)["intervention"] for e in range(corrections.num_episodes)]
+    assert report["recipe"]["operator_follow_m"] == CorrectorConfig().follow  # the operator is recorded with the run
     assert report["recipe"]["handback"] == 4 and any((f[:-1] & ~f[1:]).any() for f in flags)  # control was given back
     assert Path(report["recipe"]["finetune"]).is_dir() and Path(report["recipe"]["finetune"]).parent.parent == run
     assert [json.loads(p.read_text()) for p in run.glob("report-*.json")] == [{"earlier": True}]  # kept, not overwritten

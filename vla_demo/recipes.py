@@ -251,7 +251,7 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     after = evaluate(str(tuned), **eval_kw)
     report = _loop_report(family, before, after, recorded, finetune_s, difference_interval)
     report["recipe"] = {"finetune_steps": finetune_steps, "finetune_lr": FINETUNE_LR, "own_action_weight": OWN_ACTION_WEIGHT,
-                        "handback": handback,
+                        "handback": handback, "operator_follow_m": corrector.follow,
                         "variant": str(variant), "corrections": str(corrections), "finetune": str(tuned), "command": command}
     from vla_demo.data import format as fmt
 
