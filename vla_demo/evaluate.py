@@ -17,7 +17,6 @@ import math
 import os
 import threading
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -330,9 +329,9 @@ def run_jobs(jobs: list[EpisodeJob], workers: int, desc: str = "eval") -> list[d
 
     if workers <= 1:
         return [run_episode(j) for j in tqdm(jobs, desc=desc, unit="ep")]
-    import multiprocessing as mp
+    from vla_demo.workers import process_pool
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    with process_pool(workers) as pool:
         return list(tqdm(pool.map(run_episode, jobs, chunksize=4), total=len(jobs), desc=desc, unit="ep"))
 
 

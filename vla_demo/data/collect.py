@@ -127,8 +127,7 @@ def _results(jobs: list[CollectJob], workers: int):
         for job in jobs:
             yield run_demo(job)
         return
-    import multiprocessing as mp
-    from concurrent.futures import ProcessPoolExecutor
+    from vla_demo.workers import process_pool
 
-    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+    with process_pool(workers) as pool:
         yield from pool.map(run_demo, jobs, chunksize=2)

@@ -352,7 +352,7 @@ class JobManager:
         _write_json(job.folder / SPEC_FILE, {"id": job.id, **job.spec})
         job.state, job.message, job.phase = "running", "starting the job process", "starting"
         try:
-            job.process = mp.get_context("spawn").Process(target=child_main, args=(job.spec, str(job.folder)),
+            job.process = mp.get_context("spawn").Process(target=child_main, args=(job.spec, str(job.folder), os.getpid()),
                                                           name=f"job-{job.id}", daemon=False)
             job.process.start()
         except Exception as e:  # e.g. out of processes: the job fails, the app goes on
@@ -441,8 +441,14 @@ class JobManager:
 # ============================================================================ the child process
 
 
-def child_main(spec: dict[str, Any], folder: str) -> None:
-    """Entry point of the job process: run the job, write result.json or error.json."""
+def child_main(spec: dict[str, Any], folder: str, parent_pid: int | None = None) -> None:
+    """Entry point of the job process: run the job, write result.json or error.json. With
+    ``parent_pid`` (the app's), the job ends itself when the app is gone (killed without closing
+    its jobs): its checkpoints are atomic, and a restarted app reports the job as interrupted."""
+    if parent_pid is not None:
+        from vla_demo.workers import exit_with_parent
+
+        exit_with_parent(parent_pid)
     root = Path(folder)
     _redirect_output(root / LOG_FILE)
     stop = _watch_stop_file(root / STOP_FILE)
