@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "failure_modes.py"
+from tests.scripts import load_script
 
 
 @pytest.fixture(scope="module")
 def fm():
-    spec = importlib.util.spec_from_file_location("failure_modes", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("failure_modes")
 
 
 @pytest.mark.parametrize("args, expected", [
