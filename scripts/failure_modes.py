@@ -22,7 +22,7 @@ import numpy as np
 from tqdm import tqdm
 
 from vla_demo.constants import SPLITS
-from vla_demo.evaluate import episode_seeds, load_policy, rollout, uses_wrist
+from vla_demo.evaluate import episode_seeds, load_policy, policy_env, rollout, worker_env
 
 GRASP_FAMILIES = ("pick", "place", "stack")
 NEAR_M = 0.12  # "within 12 cm of the destination" (a receptacle's centre, or the base object)
@@ -78,18 +78,10 @@ def episode_class(env, policy, family: str, split: str, seed: int) -> str:
 
 def failure_modes(spec: str, family: str, split: str, scenes: int, seed: int) -> dict[str, int]:
     """Counts of each class over ``scenes`` evaluation scenes of ``family`` (``spec`` as ``eval --policy``)."""
-    from vla_demo.sim.env import TabletopEnv
-
-    env = TabletopEnv()
-    policy = load_policy(spec, env)
-    if uses_wrist(policy):  # a wrist-camera policy: render the hand's view too (as the recorder does)
-        env.close()
-        env = TabletopEnv(wrist_camera=True)
-    try:
-        counts = Counter(episode_class(env, policy, family, split, s)
-                         for s in tqdm(episode_seeds(seed, family, scenes), desc=Path(spec).name, unit="ep"))
-    finally:
-        env.close()
+    policy = load_policy(spec, worker_env())  # as the evaluation workers do
+    env = policy_env(policy)  # with the wrist camera when the policy reads it
+    counts = Counter(episode_class(env, policy, family, split, s)
+                     for s in tqdm(episode_seeds(seed, family, scenes), desc=Path(spec).name, unit="ep"))
     return dict(counts.most_common())
 
 
