@@ -324,16 +324,16 @@ class LanguageConditionedPolicy:
 
 def summarize_attention(layers: list[torch.Tensor], layout: dict, grid: tuple[int, int], words: list[str],
                         token_words: list[int]) -> Attention:
-    """Per-layer attention maps (1, heads, S, S) -> the readout's view of patches and words."""
-    att = torch.stack([a[0] for a in layers])  # (L, nh, S, S)
+    """Per-layer attention maps (1, heads, S, S) -> the readout's view of patches and words. The
+    last layer may hold the readout's row only, (1, heads, 1, S) (the fusion computes no more)."""
+    readout = torch.stack([a[0, :, 0] for a in layers])  # (L, nh, S): each row sums to 1 over all tokens
     v0, v1 = layout["vision"]
     t0, _ = layout["language"]
-    readout = att[:, :, 0]  # (L, nh, S): each row sums to 1 over all tokens
-    image = readout[:, :, v0:v1].reshape(att.size(0), att.size(1), *grid)
-    rollout = attention_rollout(att)[v0:v1]
+    image = readout[:, :, v0:v1].reshape(readout.size(0), readout.size(1), *grid)
+    rollout = attention_rollout([a[0] for a in layers])[v0:v1]
     rollout = rollout / rollout.sum().clamp(min=1e-12)
     text = readout[:, :, t0:].mean(1)  # (L, T) averaged over heads
-    word_layers = torch.zeros(att.size(0), len(words))
+    word_layers = torch.zeros(readout.size(0), len(words))
     for tok, w in enumerate(token_words):
         if w >= 0 and tok < text.size(1):
             word_layers[:, w] += text[:, tok]
@@ -347,14 +347,16 @@ def summarize_attention(layers: list[torch.Tensor], layout: dict, grid: tuple[in
     )
 
 
-def attention_rollout(att: torch.Tensor) -> torch.Tensor:
+def attention_rollout(layers: list[torch.Tensor]) -> torch.Tensor:
     """Abnar & Zuidema's rollout: head-averaged attention plus the residual, multiplied through
-    the layers; returns the readout token's row (S,)."""
-    S = att.size(-1)
+    the layers; returns the readout token's row (S,). ``layers``: (nh, S, S) each, the last one
+    possibly (nh, 1, S), the readout's row (all the product's first row needs from it)."""
+    S = layers[0].size(-1)
     eye = torch.eye(S)
     joint = eye
-    for layer in att.mean(1):  # (S, S) per layer
-        a = 0.5 * layer + 0.5 * eye
+    for layer in layers:
+        att = layer.mean(0)  # (S or 1, S)
+        a = 0.5 * att + 0.5 * eye[: att.size(0)]
         a = a / a.sum(-1, keepdim=True)
         joint = a @ joint
     return joint[0]

@@ -9,7 +9,7 @@ from torch import nn
 
 from vla_demo.model.tokenizer import InstructionTokenizer
 from vla_demo.model.vla import ModelConfig, build_model
-from vla_demo.policy import LanguageConditionedPolicy
+from vla_demo.policy import LanguageConditionedPolicy, attention_rollout
 from vla_demo.train import train_vla
 
 
@@ -122,6 +122,24 @@ def test_attention_rows_sum_to_one_and_fast_path_matches(tok):
         torch.testing.assert_close(layer.sum(-1), torch.ones(layer.shape[:-1]))
         assert (layer[..., slow["layout"]["language"][0]:][~args[2][:, None, None, :].expand_as(
             layer[..., slow["layout"]["language"][0]:])] == 0).all()  # padding gets no attention
+
+
+def test_last_fusion_layer_computes_the_readout_row_only_and_changes_nothing(tok):
+    model = build_model(tiny(tok, n_layers=3)).eval()
+    args = inputs(tok)
+    full_forward = model.blocks[-1].forward
+    with torch.no_grad():
+        fast, slow = model(*args)["out"], model(*args, need_weights=True)
+        model.blocks[-1].forward = lambda *a, **kw: full_forward(*a, **{**kw, "queries": None})  # every token asks
+        full, full_slow = model(*args)["out"], model(*args, need_weights=True)
+    S = full_slow["attention"][0].size(-1)
+    assert slow["attention"][-1].shape == (3, 2, 1, S) and full_slow["attention"][-1].shape == (3, 2, S, S)
+    torch.testing.assert_close(fast, full, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(slow["out"], full_slow["out"], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(slow["attention"][-1][:, :, 0], full_slow["attention"][-1][:, :, 0])
+    rollout = attention_rollout([a[0] for a in slow["attention"]])
+    torch.testing.assert_close(rollout, attention_rollout([a[0] for a in full_slow["attention"]]))
+    torch.testing.assert_close(rollout.sum(), torch.tensor(1.0))
 
 
 def test_same_seed_same_model_and_output(tok):

@@ -205,23 +205,30 @@ class Attention(nn.Module):
         self.dropout = dropout
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor, need_weights: bool,
-                bias: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+                bias: torch.Tensor | None = None, queries: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
         """``keep`` (B, S): True where a key may be attended to. ``bias`` (nh, S, S), optional: an
-        additive score per (query, key) pair (-inf forbids one) used *instead of* ``keep``."""
+        additive score per (query, key) pair (-inf forbids one) used *instead of* ``keep``.
+        ``queries`` = Q: only the first Q tokens ask (output (B, Q, d)); all S still answer."""
         B, S, C = x.shape
-        q, k, v = self.qkv(x).split(C, dim=2)
-        q, k, v = (t.view(B, S, self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, S, hs)
+        Q = S if queries is None else queries
+        if Q == S:
+            q, k, v = self.qkv(x).split(C, dim=2)
+        else:  # the same weights, split: queries for Q tokens, keys and values for all S
+            w, b = self.qkv.weight, self.qkv.bias
+            q = F.linear(x[:, :Q], w[:C], b[:C])  # (B, Q, C)
+            k, v = F.linear(x, w[C:], b[C:]).split(C, dim=2)  # (B, S, C) x 2
+        q, k, v = (t.view(B, t.size(1), self.n_heads, C // self.n_heads).transpose(1, 2) for t in (q, k, v))  # (B, nh, Q or S, hs)
         mask = keep[:, None, None, :] if bias is None else bias.unsqueeze(0)  # (B, 1, 1, S) or (1, nh, S, S)
         p = self.dropout if self.training else 0.0
         if not need_weights:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
             weights = None
         else:
-            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, S, S)
+            att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, Q, S)
             att = (att.masked_fill(~mask, float("-inf")) if bias is None else att + mask).softmax(dim=-1)
             weights = att
-            y = F.dropout(att, p) @ v  # (B, nh, S, hs)
-        y = y.transpose(1, 2).reshape(B, S, C)
+            y = F.dropout(att, p) @ v  # (B, nh, Q, hs)
+        y = y.transpose(1, 2).reshape(B, Q, C)
         return self.proj(y), weights
 
 
@@ -234,9 +241,11 @@ class Block(nn.Module):
         self.attn = Attention(d, n_heads, dropout)
         self.mlp = nn.Sequential(nn.Linear(d, ff_mult * d), nn.GELU(), nn.Linear(ff_mult * d, d), nn.Dropout(dropout))
 
-    def forward(self, x, keep, need_weights=False, bias=None):
-        a, w = self.attn(self.ln1(x), keep, need_weights, bias)
-        x = x + a
+    def forward(self, x, keep, need_weights=False, bias=None, queries=None):
+        """``queries`` = Q: update (and return) only the first Q tokens, (B, Q, d); the others are
+        only read, as keys and values. The fusion's last layer needs just the readout token."""
+        a, w = self.attn(self.ln1(x), keep, need_weights, bias, queries)
+        x = (x if queries is None else x[:, :queries]) + a
         return x + self.mlp(self.ln2(x)), w
 
 
@@ -531,10 +540,13 @@ class VLAModel(nn.Module):
         ones = torch.ones(B, 2 + vis.size(1), dtype=torch.bool, device=x.device)
         keep = torch.cat([ones, text_mask.bool()], dim=1)  # (B, S)
         attn = [] if need_weights else None
-        for blk in self.blocks:
-            x, w = blk(x, keep, need_weights)
+        last = len(self.blocks) - 1
+        for i, blk in enumerate(self.blocks):
+            # Only the readout is read after the last layer: it alone asks there (S -> 1 queries,
+            # the same function; ~40% less fusion compute at 2 layers and 130 tokens).
+            x, w = blk(x, keep, need_weights, queries=1 if i == last else None)
             if need_weights:
-                attn.append(w)
+                attn.append(w)  # (B, nh, S, S); the last layer's (B, nh, 1, S)
         return self.ln_f(x[:, 0]), attn, kp_pos, aux
 
     def _camera(self, stem, keypoints, pos, images, words, text_mask, film, values=None):
