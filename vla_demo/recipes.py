@@ -42,7 +42,10 @@ DEMO_WRIST = True
 # means 81.2 / 77.6 / 54.8% -> 86.0 / 84.8 / 65.6% (train / held-out phrasings / held-out
 # combinations), the two-candidate test 42 / 39 / 32 -> 48 / 46 / 41 of 50; training ~42 min instead
 # of 28-30, so data + training ~50 min: further from the 30-minute goal, inside the 60-minute limit.
-# Seed 0 at 12,000 steps is not measured yet (model card, "What changed (2026-12-04)").
+# Seed 0 at 12,000 steps is not measured yet (model card, "What changed (2026-12-04)"). 16,000 steps
+# (same day, seed 1) fitted the training phrasings better (family means 89.6 / 91.2% on evaluation
+# seeds 0 / 1) but lost on held-out combinations (61.6 / 59.2%) and the two-candidate test on every
+# split: not adopted (model card, "16,000 steps").
 DEFAULT_STEPS = 12000
 # 16 instruction-conditioned keypoints give the fusion sub-token object positions; the sim always
 # has proprioception, so the state is hidden less often than in the generic preset (the webcam
