@@ -100,41 +100,6 @@ def test_shared_mode_takes_over_on_input_and_hands_back(make_ctx):
     assert DatasetReader(s.ctx.data_root / "datasets" / "shared").episode(0)["source"] == "shared"
 
 
-def test_recordings_keep_the_goal_labels_a_fine_tune_learns_from(make_ctx):
-    from vla_demo.data.format import sim_features
-    from vla_demo.data.writer import DatasetWriter
-
-    s = make_ctx().session("a")
-    s.reset(seed=5, family="place")
-    s.set_mode("shared")
-    s.set_recording(True, "labelled", "bob")
-    s.step()
-    frames(s, 2)
-    label = np.asarray(s.recording.frames[0]["goal_positions"])
-    assert "saved episode 0" in s.save_episode("auto")
-    cols = DatasetReader(s.ctx.data_root / "datasets" / "labelled").episode_columns(0)
-    np.testing.assert_allclose(cols["goal_positions"][0], label, rtol=1e-6)  # where the named objects were
-    # An instruction outside the grammar names no known objects: a labelled dataset refuses it, the
-    # frames stay buffered, and a new dataset takes them unlabelled.
-    s.set_instruction("dance with the purple teapot")
-    s.step()
-    frames(s, 2)
-    assert "goal_positions" not in s.recording.frames[-1]
-    assert "NOT saved" in s.save_episode("unlabelled") and s.unsaved_frames() == 1
-    s.set_recording(True, "free", "bob")
-    assert "saved episode 0" in s.save_episode("unlabelled")
-    assert "goal_positions" not in DatasetReader(s.ctx.data_root / "datasets" / "free").features
-    # A dataset recorded before the app kept labels takes labelled episodes without them.
-    cfg = s.env.config
-    DatasetWriter.open(s.ctx.data_root / "datasets" / "old", sim_features(cfg.image_size, cfg.wrist_camera), cfg.control_hz).close()
-    s.set_recording(True, "old", "bob")
-    s.reset(seed=6, family="place")
-    s.step()
-    frames(s, 2)
-    assert "goal_positions" in s.recording.frames[-1]
-    assert "saved episode 0" in s.save_episode("auto")
-
-
 @pytest.mark.parametrize("text,expect", [
     ("", "empty"), ("   ", "empty"), ("pick up the red cube ☃", "printable ASCII"), (None, "empty"),
 ])

@@ -17,8 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from vla_demo.constants import (ACTION, EXECUTED_ACTION, FAMILIES, GOAL_POSITIONS, INTERVENTION, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST,
-                                OBS_STATE, TASK)
+from vla_demo.constants import ACTION, EXECUTED_ACTION, FAMILIES, INTERVENTION, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, TASK
 from vla_demo.viz import Overlays
 
 MODES = ("policy", "teleop", "shared")
@@ -120,23 +119,6 @@ class TimedPolicy:
         a = self._policy.select_action(obs)
         self._rates.policy_ms = Rates._ema(self._rates.policy_ms, 1000 * (time.perf_counter() - t))
         return a
-
-
-def goal_labels(root, frames: list[dict[str, Any]]) -> bool:
-    """Whether an episode is saved with its goal-position labels: when every frame has them (an
-    instruction outside the task grammar names no known objects) and the dataset at ``root`` is new
-    or already keeps them. Datasets the app recorded before it kept labels take the episode without;
-    a labelled dataset refuses an unlabelled episode (ValueError) rather than holding holes."""
-    from vla_demo.data import format as fmt
-
-    labelled = all(GOAL_POSITIONS in f for f in frames)
-    if not (root / fmt.INFO_PATH).exists():
-        return labelled
-    keeps = GOAL_POSITIONS in fmt.read_info(root).get("features", {})
-    if keeps and not labelled:
-        raise ValueError(f"{root.name!r} keeps goal-position labels and this episode's instruction is outside the task "
-                         "grammar, so it has none: save it to another dataset")
-    return keeps
 
 
 def _pad_direction(pad: tuple[float, float, float, bool]) -> tuple:
@@ -415,8 +397,7 @@ class Session:
         from vla_demo.data.format import sim_features
 
         success = {"success": True, "failure": False, "unlabelled": None}.get(label, self.auto_success())
-        cfg = self.env.config
-        return self._save(self.recording, lambda goals: sim_features(cfg.image_size, cfg.wrist_camera, goals), success)
+        return self._save(self.recording, sim_features(self.env.config.image_size, self.env.config.wrist_camera), success)
 
     def save_webcam_episode(self, label: str = "unlabelled") -> str:
         """Save the labelled webcam frames as one episode of the webcam dataset (no state)."""
@@ -424,10 +405,9 @@ class Session:
 
         size = self.ctx.camera_size
         success = {"success": True, "failure": False}.get(label)
-        return self._save(self.webcam_recording, lambda goals: webcam_features((size, size)), success)
+        return self._save(self.webcam_recording, webcam_features((size, size)), success)
 
-    def _save(self, rec: Recording, features_for, success: bool | None) -> str:
-        """``features_for(goals)``: the dataset's columns, with or without the goal-position labels."""
+    def _save(self, rec: Recording, features: dict, success: bool | None) -> str:
         from vla_demo.data.writer import DatasetWriter, EpisodeRecorder
         from vla_demo.ui.context import dataset_path
 
@@ -436,12 +416,10 @@ class Session:
         if not frames:
             return self._say("nothing to save: record some steps first")
         try:
-            root = dataset_path(self.ctx.data_root, rec.dataset)
-            features = features_for(goal_labels(root, frames))
-            writer = DatasetWriter.open(root, features, self.env.config.control_hz)
+            writer = DatasetWriter.open(dataset_path(self.ctx.data_root, rec.dataset), features, self.env.config.control_hz)
             recorder = EpisodeRecorder(writer)
             for f in frames:
-                recorder.add_frame(f if GOAL_POSITIONS in features else {k: v for k, v in f.items() if k != GOAL_POSITIONS})
+                recorder.add_frame(f)
             index = recorder.finish(success, rec.sources(), rec.operator)
         except (OSError, ValueError, RuntimeError) as e:
             return self._say(f"episode NOT saved (it is still buffered, try again): {e}")
@@ -497,8 +475,6 @@ class Session:
                 ACTION: rec.label, EXECUTED_ACTION: rec.action, INTERVENTION: bool(rec.intervention),
                 TASK: rec.observation[TASK],
                 **({OBS_IMAGE_WRIST: rec.observation[OBS_IMAGE_WRIST]} if OBS_IMAGE_WRIST in rec.observation else {}),
-                # where the named objects are (the goal head's labels, as in a scripted demonstration)
-                **({GOAL_POSITIONS: rec.info["goal_positions"]} if "goal_positions" in rec.info else {}),
             })
         self._obs = rec.next_observation
         if rec.done:
