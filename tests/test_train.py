@@ -109,6 +109,28 @@ def test_schedule_split_and_augmentation():
     assert torch.equal(augment(x, 0, 0.0, g), x)
 
 
+def test_goal_normalisation_comes_from_labelled_frames_only():
+    from vla_demo.data import stats as st
+    from vla_demo.train import dataset_stats
+
+    class Stats:  # what dataset_stats reads of a TrainingView: stats.json as the view returns it
+        def __init__(self, columns):
+            self.json = st.to_json(st.aggregate([st.episode_stats(columns, {})]))
+
+        def stats(self):
+            return st.from_json(self.json)
+
+    rng = np.random.default_rng(0)
+    goals = rng.normal(size=(10, 6))
+    goals[3] = np.nan  # an app frame whose instruction named no object in the scene
+    labelled = Stats({"action": rng.normal(size=(10, 7)), "goal_positions": goals})
+    unlabelled = Stats({"action": rng.normal(size=(4, 7)), "goal_positions": np.full((4, 6), np.nan)})
+    got = dataset_stats([labelled, unlabelled])
+    np.testing.assert_allclose(got["goal_positions"]["mean"], np.delete(goals, 3, 0).mean(0), rtol=1e-9)
+    assert got["action"]["count"][0] == 14 and got["goal_positions"]["count"][0] == 9
+    assert "goal_positions" not in dataset_stats([unlabelled])  # the model keeps its own goal normalisation
+
+
 def test_family_shares_starve_only_the_named_family(demos):
     from vla_demo.data.reader import DatasetReader
     from vla_demo.sim.tasks import parse_instruction

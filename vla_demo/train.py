@@ -218,14 +218,15 @@ def cap_episodes(train: list[int], val: list[int], cap: int | None, seed: int) -
 
 def dataset_stats(views) -> dict[str, Any]:
     """Action and state normalisation stats over all training datasets (goal positions over
-    the datasets that have them)."""
+    the frames that carry them: none when no dataset has a labelled frame)."""
     from vla_demo.data import stats as st
 
     parts = [v.stats() for v in views]
     keys = [ACTION] + ([OBS_STATE] if all(OBS_STATE in p for p in parts) else [])
     out = st.aggregate([{k: p[k] for k in keys} for p in parts])
     labelled = [{GOAL_POSITIONS: p[GOAL_POSITIONS]} for p in parts if GOAL_POSITIONS in p]
-    return {**out, **st.aggregate(labelled)} if labelled else out
+    goals = st.aggregate(labelled) if labelled else {}
+    return {**out, **goals} if goals and goals[GOAL_POSITIONS]["count"][0] > 0 else out
 
 
 def _distributed() -> tuple[int, int]:

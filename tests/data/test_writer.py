@@ -118,6 +118,49 @@ def test_stats_match_numpy_over_all_frames(writer):
     assert set(stats) >= {"action", "timestamp", "index", "intervention"}
 
 
+def test_goal_labels_may_be_missing_and_stats_leave_those_frames_out(tmp_path):
+    w = DatasetWriter.open(tmp_path / "goals", fmt.sim_features(SIZE, goals=True), fps=10)
+    goal = lambda i: np.arange(6, dtype=np.float32) + i  # noqa: E731
+    rows = [goal(0), np.full(6, np.nan, np.float32), goal(2), goal(5)]
+    rec = EpisodeRecorder(w)
+    for i, g in enumerate(rows):
+        rec.add_frame({**frame(i), "goal_positions": g})
+    assert rec.finish(success=True) == 0
+    rec = EpisodeRecorder(w)  # an instruction naming no object in the scene: no frame is labelled
+    for i in range(3):
+        rec.add_frame({**frame(i, "dance with the purple teapot"), "goal_positions": np.full(6, np.nan, np.float32)})
+    assert rec.finish(success=None) == 1
+    with pytest.raises(ValueError, match="NaN or inf"):  # half a label is a bug, not a missing label
+        EpisodeRecorder(w).add_frame({**frame(0), "goal_positions": np.array([0, 0, 0, np.nan, 0, 0], np.float32)})
+    w.close()
+
+    reader = DatasetReader(tmp_path / "goals")
+    got = reader.episode_columns(0)["goal_positions"]
+    np.testing.assert_array_equal(got[[0, 2, 3]], np.stack([rows[0], rows[2], rows[3]]))
+    assert np.isnan(got[1]).all() and np.isnan(reader.episode_columns(1)["goal_positions"]).all()
+    s = reader.stats()["goal_positions"]  # strict JSON: no NaN tokens in the file
+    labelled = np.stack([rows[0], rows[2], rows[3]]).astype(np.float64)
+    np.testing.assert_allclose(s["mean"], labelled.mean(0), rtol=1e-9)
+    np.testing.assert_allclose(s["std"], labelled.std(0), rtol=1e-9)
+    assert s["count"] == [3] and "NaN" not in (reader.root / "meta/stats.json").read_text()
+    assert edit.check(reader.root) == []
+    # the unlabelled episode's own stats: count 0 and null values, skipped when aggregating
+    from vla_demo.data import stats as st
+    from vla_demo.data.writer import row_stats
+
+    import pyarrow.parquet as pq
+
+    types = {str(pq.read_schema(p).field("stats/goal_positions/mean").type) for p in reader.root.glob("meta/episodes/*/*.parquet")}
+    assert types == {"list<element: double>"}  # one schema across files (LeRobot loads them as one table)
+    ep = [row_stats(r) for r in reader.episodes]
+    assert ep[1]["goal_positions"]["count"][0] == 0 and np.isnan(ep[1]["goal_positions"]["mean"]).all()
+    np.testing.assert_allclose(st.aggregate(ep)["goal_positions"]["mean"], labelled.mean(0), rtol=1e-9)
+    only = st.aggregate([ep[1]])["goal_positions"]
+    assert only["count"][0] == 0 and np.isnan(only["mean"]).all() and only["mean"].shape == (6,)
+    assert st.to_json({"g": only})["g"]["mean"] == [None] * 6
+    np.testing.assert_array_equal(st.from_json(st.to_json({"g": only}))["g"]["count"], [0])
+
+
 def test_reopening_appends_and_keeps_everything(tmp_path):
     root = tmp_path / "ds"
     w = DatasetWriter.open(root, fmt.sim_features(SIZE), fps=10)

@@ -100,6 +100,41 @@ def test_shared_mode_takes_over_on_input_and_hands_back(make_ctx):
     assert DatasetReader(s.ctx.data_root / "datasets" / "shared").episode(0)["source"] == "shared"
 
 
+def test_recordings_keep_the_goal_labels_a_fine_tune_learns_from(make_ctx):
+    from vla_demo.data.format import sim_features
+    from vla_demo.data.writer import DatasetWriter
+
+    s = make_ctx().session("a")
+    s.reset(seed=5, family="place")
+    s.set_mode("shared")
+    s.set_recording(True, "labelled", "bob")
+    s.step()
+    frames(s, 2)
+    label = np.asarray(s.recording.frames[0]["goal_positions"])
+    assert np.isfinite(label).all()
+    # An instruction outside the grammar names no object: its frames are saved with missing labels
+    # (NaN) into the same dataset, and the label statistics leave them out.
+    s.set_instruction("dance with the purple teapot")
+    s.step()
+    frames(s, 2)
+    assert np.isnan(s.recording.frames[-1]["goal_positions"]).all()
+    assert "saved episode 0" in s.save_episode("unlabelled") and s.unsaved_frames() == 0
+    reader = DatasetReader(s.ctx.data_root / "datasets" / "labelled")
+    cols = reader.episode_columns(0)
+    np.testing.assert_allclose(cols["goal_positions"][0], label, rtol=1e-6)  # where the named objects were
+    assert np.isnan(cols["goal_positions"][-1]).all()
+    assert reader.stats()["goal_positions"]["count"] == [len(cols["goal_positions"]) - 1]
+    # A dataset recorded before the app kept labels keeps its columns.
+    cfg = s.env.config
+    DatasetWriter.open(s.ctx.data_root / "datasets" / "old", sim_features(cfg.image_size, cfg.wrist_camera), cfg.control_hz).close()
+    s.set_recording(True, "old", "bob")
+    s.reset(seed=6, family="place")
+    s.step()
+    frames(s, 2)
+    assert "saved episode 0" in s.save_episode("auto")
+    assert "goal_positions" not in DatasetReader(s.ctx.data_root / "datasets" / "old").features
+
+
 @pytest.mark.parametrize("text,expect", [
     ("", "empty"), ("   ", "empty"), ("pick up the red cube ☃", "printable ASCII"), (None, "empty"),
 ])

@@ -46,6 +46,9 @@ DEFAULT_FEATURES: dict[str, dict[str, Any]] = {
     "task_index": {"dtype": "int64", "shape": [1], "names": None},
 }
 SOURCES = ("scripted", "teleop", "policy", "shared")
+# Columns whose frames may have no value, stored as a row of NaN: ``goal_positions`` of an app
+# recording whose instruction names no object in the scene. Stats leave such rows out (stats.py).
+MAY_BE_MISSING = frozenset({GOAL_POSITIONS})
 
 
 def episode_location(episode_index: int) -> dict[str, int]:

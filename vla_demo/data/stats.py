@@ -5,6 +5,10 @@ every numeric feature; image and video features per channel, shape (3, 1, 1), in
 sample of frames. Episodes aggregate with count weights and the parallel-variance formula, which is
 associative, so the writer folds each new episode into running totals instead of re-reading the
 whole dataset (save cost stays flat as the dataset grows).
+
+A row of NaN is a frame without a value (``goal_positions`` of an instruction that names no object
+in the scene): it is left out of the statistics and out of ``count``. A feature no frame has a value
+for gets ``count`` 0 and NaN statistics (``null`` in JSON), and aggregation skips it.
 """
 
 from __future__ import annotations
@@ -21,6 +25,10 @@ def _numeric(values: np.ndarray) -> dict[str, np.ndarray]:
     x = values.astype(np.float64)
     if x.ndim == 1:
         x = x[:, None]
+    x = x[~np.isnan(x).all(axis=tuple(range(1, x.ndim)))]  # rows without a value
+    if len(x) == 0:
+        empty = np.full(x.shape[1:], np.nan)
+        return {**{name: empty.copy() for name in STAT_NAMES}, "count": np.array([0])}
     out = {"min": x.min(0), "max": x.max(0), "mean": x.mean(0), "std": x.std(0), "count": np.array([len(x)])}
     for name, q in QUANTILES.items():
         out[name] = np.quantile(x, q, axis=0) if len(x) >= 2 else x.mean(0)
@@ -75,7 +83,11 @@ def aggregate(parts: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[s
     out: dict[str, dict[str, np.ndarray]] = {}
     keys = {k for p in parts for k in p}
     for key in keys:
-        items = [p[key] for p in parts if key in p]
+        present = [p[key] for p in parts if key in p]
+        items = [s for s in present if float(s["count"][0]) > 0]
+        if not items:  # no frame of any part has a value
+            out[key] = {**{name: np.full(np.shape(present[0]["mean"]), np.nan) for name in STAT_NAMES}, "count": np.array([0])}
+            continue
         counts = np.array([float(s["count"][0]) for s in items])
         w = (counts / counts.sum()).reshape(-1, *([1] * np.asarray(items[0]["mean"]).ndim))
         means = np.stack([np.asarray(s["mean"], np.float64) for s in items])
@@ -94,6 +106,20 @@ def aggregate(parts: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[s
     return out
 
 
+def _plain(v: Any) -> Any:
+    """An array as JSON-ready lists, NaN as ``None`` (JSON has no NaN)."""
+    a = np.asarray(v)
+    if a.dtype.kind == "f" and np.isnan(a).any():
+        return np.where(np.isnan(a), None, a.astype(object)).tolist()
+    return a.tolist()
+
+
 def to_json(stats: dict[str, dict[str, np.ndarray]]) -> dict[str, dict[str, Any]]:
-    return {k: {name: np.asarray(v).tolist() for name, v in s.items()} for k, s in stats.items()}
+    return {k: {name: _plain(v) for name, v in s.items()} for k, s in stats.items()}
+
+
+def from_json(stats: dict[str, dict[str, Any]]) -> dict[str, dict[str, np.ndarray]]:
+    """``to_json``'s inverse: float arrays (``None`` back to NaN), ``count`` as integers."""
+    return {k: {name: np.asarray(v, dtype=np.int64 if name == "count" else np.float64) for name, v in s.items()}
+            for k, s in stats.items()}
 

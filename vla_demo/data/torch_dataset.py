@@ -28,6 +28,7 @@ import torch
 from vla_demo.constants import (ACTION, ACTION_IS_PAD, EXECUTED_ACTION, GOAL_NAMES, GOAL_POSITIONS, INTERVENTION, OBS_IMAGE_FRONT,
                                 OBS_IMAGE_WRIST, OBS_STATE, TASK)
 from vla_demo.data import format as fmt
+from vla_demo.data import stats as st
 from vla_demo.data.reader import DatasetReader
 
 POLICY_SOURCES = ("policy", "shared")  # episode sources in which the learned policy drove some frames
@@ -209,7 +210,7 @@ class TrainingView(torch.utils.data.Dataset):
         except FileNotFoundError:
             raise ValueError(f"{self.reader.root} has no {fmt.STATS_PATH}") from None
         ours = {source: name for name, source in self._source.items()}
-        return {ours.get(k, k): {s: np.asarray(v) for s, v in d.items()} for k, d in raw.items() if k in ours}
+        return st.from_json({ours.get(k, k): d for k, d in raw.items() if k in ours})
 
 
 # ----------------------------------------------------------------------------- validation

@@ -87,7 +87,7 @@ def check_frame(frame: dict[str, Any], features: dict[str, Any]) -> dict[str, An
                 raise ValueError(f"{key} must have shape {shape}, got {value.shape}")
             if not np.issubdtype(value.dtype, np.number):
                 raise ValueError(f"{key} must be numeric, got {value.dtype}")
-            if not np.all(np.isfinite(value)):
+            if not np.all(np.isfinite(value)) and not (key in fmt.MAY_BE_MISSING and np.isnan(value).all()):
                 raise ValueError(f"{key} has NaN or inf values: {value.tolist()}")
             value = value.astype(feat["dtype"])
         out[key] = value
@@ -366,9 +366,9 @@ class DatasetWriter(fmt.InfoView):
             row[f"videos/{key}/file_index"] = loc["file_index"]
             row[f"videos/{key}/from_timestamp"] = 0.0
             row[f"videos/{key}/to_timestamp"] = L / self.fps
-        for key, s in st.to_json(ep_stats).items():
+        for key, s in ep_stats.items():  # NaN (a feature no frame has a value for) stays a float in Parquet
             for name, value in s.items():
-                row[f"stats/{key}/{name}"] = value
+                row[f"stats/{key}/{name}"] = np.asarray(value).tolist()
         row["meta/episodes/chunk_index"] = loc["chunk_index"]
         row["meta/episodes/file_index"] = loc["file_index"]
         row["success"] = episode.success

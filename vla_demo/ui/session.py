@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from vla_demo.constants import ACTION, EXECUTED_ACTION, FAMILIES, INTERVENTION, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, TASK
+from vla_demo.constants import (ACTION, EXECUTED_ACTION, FAMILIES, GOAL_NAMES, GOAL_POSITIONS, INTERVENTION, OBS_IMAGE_FRONT,
+                                OBS_IMAGE_WRIST, OBS_STATE, TASK)
 from vla_demo.viz import Overlays
 
 MODES = ("policy", "teleop", "shared")
@@ -119,6 +120,17 @@ class TimedPolicy:
         a = self._policy.select_action(obs)
         self._rates.policy_ms = Rates._ema(self._rates.policy_ms, 1000 * (time.perf_counter() - t))
         return a
+
+
+NO_GOAL = np.full(len(GOAL_NAMES), np.nan, np.float32)  # a frame whose instruction names no object in the scene
+
+
+def keeps_goal_labels(root) -> bool:
+    """Whether a sim recording saved to ``root`` keeps its ``goal_positions`` labels: yes for a new
+    dataset; a dataset the app recorded before it kept them keeps its columns."""
+    from vla_demo.data import format as fmt
+
+    return not (root / fmt.INFO_PATH).exists() or GOAL_POSITIONS in fmt.read_info(root).get("features", {})
 
 
 def _pad_direction(pad: tuple[float, float, float, bool]) -> tuple:
@@ -397,7 +409,8 @@ class Session:
         from vla_demo.data.format import sim_features
 
         success = {"success": True, "failure": False, "unlabelled": None}.get(label, self.auto_success())
-        return self._save(self.recording, sim_features(self.env.config.image_size, self.env.config.wrist_camera), success)
+        cfg = self.env.config
+        return self._save(self.recording, lambda root: sim_features(cfg.image_size, cfg.wrist_camera, keeps_goal_labels(root)), success)
 
     def save_webcam_episode(self, label: str = "unlabelled") -> str:
         """Save the labelled webcam frames as one episode of the webcam dataset (no state)."""
@@ -405,9 +418,10 @@ class Session:
 
         size = self.ctx.camera_size
         success = {"success": True, "failure": False}.get(label)
-        return self._save(self.webcam_recording, webcam_features((size, size)), success)
+        return self._save(self.webcam_recording, lambda root: webcam_features((size, size)), success)
 
-    def _save(self, rec: Recording, features: dict, success: bool | None) -> str:
+    def _save(self, rec: Recording, features_for, success: bool | None) -> str:
+        """``features_for(root)``: the columns of the dataset at ``root`` (frames carry those, or more)."""
         from vla_demo.data.writer import DatasetWriter, EpisodeRecorder
         from vla_demo.ui.context import dataset_path
 
@@ -416,10 +430,12 @@ class Session:
         if not frames:
             return self._say("nothing to save: record some steps first")
         try:
-            writer = DatasetWriter.open(dataset_path(self.ctx.data_root, rec.dataset), features, self.env.config.control_hz)
+            root = dataset_path(self.ctx.data_root, rec.dataset)
+            features = features_for(root)
+            writer = DatasetWriter.open(root, features, self.env.config.control_hz)
             recorder = EpisodeRecorder(writer)
             for f in frames:
-                recorder.add_frame(f)
+                recorder.add_frame(f if GOAL_POSITIONS in features else {k: v for k, v in f.items() if k != GOAL_POSITIONS})
             index = recorder.finish(success, rec.sources(), rec.operator)
         except (OSError, ValueError, RuntimeError) as e:
             return self._say(f"episode NOT saved (it is still buffered, try again): {e}")
@@ -475,6 +491,8 @@ class Session:
                 ACTION: rec.label, EXECUTED_ACTION: rec.action, INTERVENTION: bool(rec.intervention),
                 TASK: rec.observation[TASK],
                 **({OBS_IMAGE_WRIST: rec.observation[OBS_IMAGE_WRIST]} if OBS_IMAGE_WRIST in rec.observation else {}),
+                # where the named objects are (the goal head's labels, as in a scripted demonstration)
+                GOAL_POSITIONS: rec.info.get("goal_positions", NO_GOAL),
             })
         self._obs = rec.next_observation
         if rec.done:
