@@ -21,14 +21,18 @@ QUANTILES = {"q01": 0.01, "q10": 0.10, "q50": 0.50, "q90": 0.90, "q99": 0.99}
 STAT_NAMES = ("min", "max", "mean", "std", "count", *QUANTILES)
 
 
+def _no_values(shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+    """The stats of a feature no frame has a value for: NaN everywhere, ``count`` 0."""
+    return {**{name: np.full(shape, np.nan) for name in STAT_NAMES}, "count": np.array([0])}
+
+
 def _numeric(values: np.ndarray) -> dict[str, np.ndarray]:
     x = values.astype(np.float64)
     if x.ndim == 1:
         x = x[:, None]
     x = x[~np.isnan(x).all(axis=tuple(range(1, x.ndim)))]  # rows without a value
     if len(x) == 0:
-        empty = np.full(x.shape[1:], np.nan)
-        return {**{name: empty.copy() for name in STAT_NAMES}, "count": np.array([0])}
+        return _no_values(x.shape[1:])
     out = {"min": x.min(0), "max": x.max(0), "mean": x.mean(0), "std": x.std(0), "count": np.array([len(x)])}
     for name, q in QUANTILES.items():
         out[name] = np.quantile(x, q, axis=0) if len(x) >= 2 else x.mean(0)
@@ -86,7 +90,7 @@ def aggregate(parts: list[dict[str, dict[str, np.ndarray]]]) -> dict[str, dict[s
         present = [p[key] for p in parts if key in p]
         items = [s for s in present if float(s["count"][0]) > 0]
         if not items:  # no frame of any part has a value
-            out[key] = {**{name: np.full(np.shape(present[0]["mean"]), np.nan) for name in STAT_NAMES}, "count": np.array([0])}
+            out[key] = _no_values(np.shape(present[0]["mean"]))
             continue
         counts = np.array([float(s["count"][0]) for s in items])
         w = (counts / counts.sum()).reshape(-1, *([1] * np.asarray(items[0]["mean"]).ndim))
