@@ -53,16 +53,9 @@ def test_loss_decreases_and_outputs_are_complete(demos, tmp_path):
 
 def test_resume_continues_the_same_run(demos, tmp_path):
     straight = train(config(demos, tmp_path / "a", steps=12, ckpt_every=100))
-
-    class StopAt:
-        def __init__(self, n):
-            self.n, self.calls = n, 0
-
-        def is_set(self):
-            self.calls += 1
-            return self.calls > self.n
-
-    train(config(demos, tmp_path / "b", steps=12, ckpt_every=100), stop=StopAt(5))
+    stop = threading.Event()  # set after step 5 (the app's Stop button, between steps)
+    train(config(demos, tmp_path / "b", steps=12, ckpt_every=100), stop=stop,
+          progress=lambda step, total, metrics: step >= 5 and stop.set())
     state = json.loads((tmp_path / "b/last/trainer_state.json").read_text())
     assert state["step"] == 5
     resumed = train(config(demos, tmp_path / "b", steps=12, ckpt_every=100))

@@ -334,6 +334,7 @@ def train(cfg, progress=None, stop=None) -> Path:
                    for r, (tr, _) in zip(readers, splits, strict=True)]
     val_views = [TrainingView(r, cfg.chunk_size, image_size=size, cache_budget_mb=256, episodes=va, wrist_key=wrist)
                  for r, (_, va) in zip(readers, splits, strict=True) if va]
+    _prefill(train_views, stop, show=rank == 0)
     model = policy.model
     model.train()
     ddp_model = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
@@ -382,6 +383,19 @@ def train(cfg, progress=None, stop=None) -> Path:
     if world > 1:
         torch.distributed.barrier()
     return out / "policy"
+
+
+def _prefill(views, stop, show: bool) -> None:
+    """Decode the training frames before the first step, on both cores (see ``TrainingView.prefill``)."""
+    from tqdm import tqdm
+
+    with tqdm(desc="decode frames", unit="camera", disable=not show, leave=False) as bar:
+        def advance(done: int, total: int) -> None:
+            bar.total = total
+            bar.update(1)
+
+        for view in views:
+            view.prefill(workers=min(2, os.cpu_count() or 1), stop=stop, progress=advance)
 
 
 def dataclasses_asdict(cfg) -> dict[str, Any]:

@@ -297,6 +297,31 @@ def test_image_features_are_decoded_from_png_bytes(tmp_path):
 # ----------------------------------------------------------------------------- selection, weights, stats
 
 
+def test_prefill_decodes_what_fits_the_budget_with_threads_and_serves_the_same_items(tmp_path):
+    import threading
+
+    root = write_dataset(tmp_path / "ds", sim_features((SIZE, SIZE), wrist=True))
+    lazy = TrainingView(root, chunk_size=4, wrist_key=OBS_IMAGE_WRIST)
+    full = TrainingView(root, chunk_size=4, wrist_key=OBS_IMAGE_WRIST)
+    calls = []
+    assert full.prefill(workers=2, progress=lambda done, total: calls.append((done, total))) == 2 * len(LENGTHS)
+    assert calls == [(k, 2 * len(LENGTHS)) for k in range(1, 2 * len(LENGTHS) + 1)]
+    assert full.cache_bytes == 2 * sum(LENGTHS) * FRAME_BYTES  # both cameras of every episode
+    assert full.prefill() == 0  # nothing left to decode
+    for i in range(len(lazy)):
+        a, b = full[i], lazy[i]
+        for key in (OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, ACTION):
+            assert torch.equal(a[key], b[key]), (key, i)
+    # A budget for the first two episodes' cameras, not the third's: it stops there, in order.
+    budget_mb = 2 * (LENGTHS[0] + LENGTHS[1]) * FRAME_BYTES / 2**20
+    part = TrainingView(root, chunk_size=4, wrist_key=OBS_IMAGE_WRIST, cache_budget_mb=budget_mb)
+    assert part.prefill() == 4 and part.cache_bytes == 2 * (LENGTHS[0] + LENGTHS[1]) * FRAME_BYTES
+    stop = threading.Event()
+    stopped = TrainingView(root, chunk_size=4, wrist_key=OBS_IMAGE_WRIST)
+    assert stopped.prefill(stop=stop, progress=lambda done, total: stop.set()) == 1
+    assert stopped.cache_bytes == LENGTHS[0] * FRAME_BYTES  # what was decoded before the stop stays
+
+
 def test_episode_selection_keeps_the_given_order(sim_root):
     view = TrainingView(sim_root, episodes=[2, 0])
     assert len(view) == LENGTHS[2] + LENGTHS[0]

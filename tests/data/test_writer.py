@@ -145,14 +145,15 @@ def test_goal_labels_may_be_missing_and_stats_leave_those_frames_out(tmp_path):
     assert s["count"] == [3] and "NaN" not in (reader.root / "meta/stats.json").read_text()
     assert edit.check(reader.root) == []
     # the unlabelled episode's own stats: count 0 and null values, skipped when aggregating
-    from vla_demo.data import stats as st
-    from vla_demo.data.writer import row_stats
-
     import pyarrow.parquet as pq
+
+    from vla_demo.data import stats as st
+    from vla_demo.data.reader import read_episode_rows
+    from vla_demo.data.writer import row_stats
 
     types = {str(pq.read_schema(p).field("stats/goal_positions/mean").type) for p in reader.root.glob("meta/episodes/*/*.parquet")}
     assert types == {"list<element: double>"}  # one schema across files (LeRobot loads them as one table)
-    ep = [row_stats(r) for r in reader.episodes]
+    ep = [row_stats(r) for r in read_episode_rows(reader.root)]
     assert ep[1]["goal_positions"]["count"][0] == 0 and np.isnan(ep[1]["goal_positions"]["mean"]).all()
     np.testing.assert_allclose(st.aggregate(ep)["goal_positions"]["mean"], labelled.mean(0), rtol=1e-9)
     only = st.aggregate([ep[1]])["goal_positions"]
@@ -484,3 +485,16 @@ def test_reader_handles_lerobot_style_files_holding_several_episodes(writer, tmp
     frames = packed.frames(key, 1)
     assert len(frames) == 4 and np.abs(frames.astype(int) - r.frames(key, 1)).mean() < 3
     assert edit.check(root) == []
+
+
+def test_episode_rows_without_stats_are_the_other_columns_of_every_episode(writer):
+    from vla_demo.data.reader import read_episode_rows
+
+    for e, length in enumerate((5, 4, 6)):
+        record(writer, length, episode=e)
+    full, lean = read_episode_rows(writer.root), read_episode_rows(writer.root, stats=False)
+    assert [r["episode_index"] for r in lean] == [0, 1, 2] and [r["length"] for r in lean] == [5, 4, 6]
+    assert any(c.startswith("stats/") for c in full[0]) and not any(c.startswith("stats/") for c in lean[0])
+    assert lean == [{k: v for k, v in r.items() if not k.startswith("stats/")} for r in full]
+    assert DatasetReader(writer.root).episodes == lean  # the reader needs no stats columns
+    assert read_episode_rows(writer.root, 2, stats=False) == lean[:2]

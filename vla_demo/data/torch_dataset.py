@@ -164,9 +164,56 @@ class TrainingView(torch.utils.data.Dataset):
         if frames is not None:
             self._cache.move_to_end(key)
             return frames
-        frames = resize_frames(self._decode(self.episodes[k], key[1]), self.image_size)
+        frames = self._load(k, key[1])
         self._remember(key, frames)
         return frames
+
+    def prefill(self, workers: int = 2, stop=None, progress=None) -> int:
+        """Decode the selected episodes' cameras into the cache before training, ``workers`` at a time.
+
+        Without it the first few hundred steps decode on demand, one episode after another on one
+        core (the default run's first 50 steps took 74 s instead of 11). Video decoding and resizing
+        run outside the GIL, so threads share the work; the cache is filled from this thread only.
+        Episodes are taken in order while their frames fit ``cache_budget_mb`` (a larger dataset
+        keeps decoding on demand for the rest).
+
+        Args:
+            stop: a ``threading.Event``-like flag; when set, the prefill ends early (what is decoded stays).
+            progress: ``progress(done, total)`` after each decoded episode camera.
+
+        Returns:
+            the number of episode cameras decoded.
+        """
+        from concurrent.futures import ThreadPoolExecutor
+
+        keys = self._keys_that_fit()
+        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+            futures = [pool.submit(self._load, *key) for key in keys]
+            for done, (key, future) in enumerate(zip(keys, futures, strict=True), 1):
+                if stop is not None and stop.is_set():
+                    pool.shutdown(cancel_futures=True)
+                    return done - 1
+                self._remember(key, future.result())
+                if progress is not None:
+                    progress(done, len(keys))
+        return len(keys)
+
+    def _keys_that_fit(self) -> list[tuple[int, str]]:
+        """(episode position, camera) pairs not cached yet, in order, whose frames fit the budget."""
+        cameras = [self.image_key] + ([self.wrist_key] if self.wrist_key else [])
+        keys, total = [], self._cache_bytes
+        for k, length in enumerate(self.lengths):
+            for cam in cameras:
+                h, w = (self.image_size, self.image_size) if self.image_size else self.features[cam]["shape"][:2]
+                total += int(length) * h * w * 3
+                if total > self.cache_budget_bytes:
+                    return keys
+                if (k, cam) not in self._cache:
+                    keys.append((k, cam))
+        return keys
+
+    def _load(self, k: int, camera: str) -> np.ndarray:
+        return resize_frames(self._decode(self.episodes[k], camera), self.image_size)
 
     def _decode(self, e: int, camera: str) -> np.ndarray:
         source = self._source.get(camera, camera)
