@@ -322,6 +322,19 @@ def test_prefill_decodes_what_fits_the_budget_with_threads_and_serves_the_same_i
     assert stopped.cache_bytes == LENGTHS[0] * FRAME_BYTES  # what was decoded before the stop stays
 
 
+def test_prefill_of_a_damaged_video_fails_like_on_demand_decoding_and_keeps_what_came_before(tmp_path):
+    root = write_dataset(tmp_path / "ds", sim_features((SIZE, SIZE)))
+    damaged = sorted((root / "videos" / OBS_IMAGE_FRONT).glob("*/*.mp4"))[1]
+    damaged.write_bytes(b"not a video" * 100)
+    lazy = TrainingView(root, chunk_size=4)
+    with pytest.raises(ValueError, match=damaged.name):  # PyAV's error names the file
+        lazy[LENGTHS[0]]  # the first frame of episode 1
+    view = TrainingView(root, chunk_size=4)
+    with pytest.raises(ValueError, match=damaged.name):
+        view.prefill(workers=2)
+    assert view.cache_bytes == LENGTHS[0] * FRAME_BYTES  # episode 0, decoded before the damaged one
+
+
 def test_episode_selection_keeps_the_given_order(sim_root):
     view = TrainingView(sim_root, episodes=[2, 0])
     assert len(view) == LENGTHS[2] + LENGTHS[0]

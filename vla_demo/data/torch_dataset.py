@@ -187,16 +187,18 @@ class TrainingView(torch.utils.data.Dataset):
         from concurrent.futures import ThreadPoolExecutor
 
         keys = self._keys_that_fit()
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        pool = ThreadPoolExecutor(max_workers=max(1, workers))
+        try:
             futures = [pool.submit(self._load, *key) for key in keys]
             for done, (key, future) in enumerate(zip(keys, futures, strict=True), 1):
                 if stop is not None and stop.is_set():
-                    pool.shutdown(cancel_futures=True)
                     return done - 1
-                self._remember(key, future.result())
+                self._remember(key, future.result())  # a damaged episode raises here, as on demand
                 if progress is not None:
                     progress(done, len(keys))
-        return len(keys)
+            return len(keys)
+        finally:  # stopped, failed or interrupted: the queued episodes are dropped, not decoded
+            pool.shutdown(wait=True, cancel_futures=True)
 
     def _keys_that_fit(self) -> list[tuple[int, str]]:
         """(episode position, camera) pairs not cached yet, in order, whose frames fit the budget."""
