@@ -392,9 +392,10 @@ def _prefill(views, stop, show: bool) -> None:
     with tqdm(desc="decode frames", unit="camera", disable=not show, leave=False) as bar:
         def advance(done: int, total: int) -> None:
             bar.total = total
-            bar.update(1)
+            bar.update(done - bar.n)
 
-        for view in views:
+        for view in views:  # one pass of the bar per dataset
+            bar.reset()
             view.prefill(workers=min(2, os.cpu_count() or 1), stop=stop, progress=advance)
 
 

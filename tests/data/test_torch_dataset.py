@@ -316,6 +316,10 @@ def test_prefill_decodes_what_fits_the_budget_with_threads_and_serves_the_same_i
     budget_mb = 2 * (LENGTHS[0] + LENGTHS[1]) * FRAME_BYTES / 2**20
     part = TrainingView(root, chunk_size=4, wrist_key=OBS_IMAGE_WRIST, cache_budget_mb=budget_mb)
     assert part.prefill() == 4 and part.cache_bytes == 2 * (LENGTHS[0] + LENGTHS[1]) * FRAME_BYTES
+    # Frames already cached count once: a budget of exactly the whole dataset still takes the rest.
+    exact = TrainingView(root, chunk_size=4, wrist_key=OBS_IMAGE_WRIST, cache_budget_mb=2 * sum(LENGTHS) * FRAME_BYTES / 2**20)
+    exact[0]  # both cameras of episode 0, decoded on demand
+    assert exact.prefill() == 2 * len(LENGTHS) - 2 and exact.cache_bytes == 2 * sum(LENGTHS) * FRAME_BYTES
     stop = threading.Event()
     stopped = TrainingView(root, chunk_size=4, wrist_key=OBS_IMAGE_WRIST)
     assert stopped.prefill(stop=stop, progress=lambda done, total: stop.set()) == 1

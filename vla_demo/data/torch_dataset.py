@@ -203,15 +203,16 @@ class TrainingView(torch.utils.data.Dataset):
     def _keys_that_fit(self) -> list[tuple[int, str]]:
         """(episode position, camera) pairs not cached yet, in order, whose frames fit the budget."""
         cameras = [self.image_key] + ([self.wrist_key] if self.wrist_key else [])
-        keys, total = [], self._cache_bytes
+        keys, total = [], self._cache_bytes  # what is cached already counts once
         for k, length in enumerate(self.lengths):
             for cam in cameras:
+                if (k, cam) in self._cache:
+                    continue
                 h, w = (self.image_size, self.image_size) if self.image_size else self.features[cam]["shape"][:2]
                 total += int(length) * h * w * 3
                 if total > self.cache_budget_bytes:
                     return keys
-                if (k, cam) not in self._cache:
-                    keys.append((k, cam))
+                keys.append((k, cam))
         return keys
 
     def _load(self, k: int, camera: str) -> np.ndarray:
