@@ -51,16 +51,34 @@ def test_loss_decreases_and_outputs_are_complete(demos, tmp_path):
     assert policy.model.action_std.abs().sum() > 0 and not torch.allclose(policy.model.action_std, torch.ones(7))
 
 
-def test_resume_continues_the_same_run(demos, tmp_path):
-    straight = train(config(demos, tmp_path / "a", steps=12, ckpt_every=100))
+@pytest.mark.parametrize("ema_decay", [0.0, 0.9])
+def test_resume_continues_the_same_run(demos, tmp_path, ema_decay):
+    straight = train(config(demos, tmp_path / "a", steps=12, ckpt_every=100, ema_decay=ema_decay))
     stop = threading.Event()  # set after step 5 (the app's Stop button, between steps)
-    train(config(demos, tmp_path / "b", steps=12, ckpt_every=100), stop=stop,
+    train(config(demos, tmp_path / "b", steps=12, ckpt_every=100, ema_decay=ema_decay), stop=stop,
           progress=lambda step, total, metrics: step >= 5 and stop.set())
     state = json.loads((tmp_path / "b/last/trainer_state.json").read_text())
-    assert state["step"] == 5
-    resumed = train(config(demos, tmp_path / "b", steps=12, ckpt_every=100))
-    for (k, a), (_, b) in zip(weights(straight).items(), weights(resumed).items(), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=k)
+    assert state["step"] == 5 and ("ema" in state) == bool(ema_decay)
+    resumed = train(config(demos, tmp_path / "b", steps=12, ckpt_every=100, ema_decay=ema_decay))
+    for folder in ("policy", "last"):  # the shipped weights (the average, if any) and the raw ones
+        for (k, a), (_, b) in zip(weights(straight.parent / folder).items(), weights(resumed.parent / folder).items(), strict=True):
+            torch.testing.assert_close(a, b, rtol=0, atol=0, msg=f"{folder}: {k}")
+
+
+def test_the_weight_average_is_shipped_and_validated_and_the_raw_weights_keep_training(demos, tmp_path):
+    plain = train(config(demos, tmp_path / "plain", steps=30, val_every=10))
+    averaged = train(config(demos, tmp_path / "ema", steps=30, val_every=10, ema_decay=0.9))
+    raw = weights(averaged.parent / "last")
+    for k, v in weights(plain).items():  # the average does not touch the training trajectory
+        torch.testing.assert_close(raw[k], v, rtol=0, atol=0, msg=k)
+    shipped = weights(averaged)
+    moved = [k for k, v in shipped.items() if v.is_floating_point() and not torch.equal(v, raw[k])]
+    assert moved and "action_std" not in moved  # weights averaged, normalisation statistics kept
+    lines = [json.loads(x) for x in (tmp_path / "ema/log.jsonl").read_text().splitlines()]
+    val = [x for x in lines if "val_loss" in x]
+    assert [x["step"] for x in val] == [10, 20, 30] and all(x["val_loss"] != x["val_loss_raw"] for x in val)
+    with pytest.raises(ValueError, match="weight average"):  # resuming it as an averaged run is refused
+        train(config(demos, tmp_path / "plain", steps=40, ema_decay=0.9))
 
 
 def test_checkpoints_are_atomic(demos, tmp_path, monkeypatch):

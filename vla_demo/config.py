@@ -147,6 +147,8 @@ class TrainConfig:
         chunk_size: actions per training target (must match the model's).
     Optimisation:
         steps, batch_size, lr, weight_decay, warmup_steps (then cosine decay to ``min_lr``), grad_clip.
+        ema_decay: keep an exponential moving average of the weights with this decay and validate and
+            ship it instead of the raw weights (``vla_demo.ema``); 0 turns it off.
     Augmentation:
         shift_px: random image shift (small: the camera is fixed, so pixels map to positions).
         colour_jitter: brightness/contrast jitter amplitude.
@@ -172,6 +174,7 @@ class TrainConfig:
     weight_decay: float = 0.01
     warmup_steps: int = 100
     grad_clip: float = 1.0
+    ema_decay: float = 0.0
     shift_px: int = 2
     colour_jitter: float = 0.1
     word_drop: float = 0.1
@@ -195,6 +198,7 @@ class TrainConfig:
         require(0 < self.lr < 1 and 0 <= self.min_lr <= self.lr, f"need 0 < min_lr <= lr < 1, got lr {self.lr}, min_lr {self.min_lr}")
         require(0 <= self.warmup_steps < self.steps, f"warmup_steps ({self.warmup_steps}) must be below steps ({self.steps})")
         require(0 <= self.word_drop < 1 and 0 <= self.val_fraction < 1, "word_drop and val_fraction must be in [0, 1)")
+        require(0 <= self.ema_decay < 1, f"ema_decay must be in [0, 1), got {self.ema_decay}")
         require(self.intervention_weight > 0, f"intervention_weight must be positive, got {self.intervention_weight}")
         require(self.own_action_weight >= 0, f"own_action_weight must be >= 0, got {self.own_action_weight}")
         require(self.shift_px >= 0 and self.colour_jitter >= 0, "augmentation amplitudes must be >= 0")

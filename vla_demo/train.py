@@ -107,15 +107,18 @@ def train_vla(model, dataset: Iterable[dict[str, Any]], epochs: int, lr: float =
 #
 # train(cfg, progress=None, stop=None) -> checkpoint folder. One loop for training from scratch,
 # fine-tuning (cfg.init_from) and DDP (under torchrun: gloo on CPU, nccl on GPU). The loop reads
-# top to bottom: sample a batch -> augment -> loss -> backward -> clip -> step -> log, with
-# validation and atomic checkpoints at intervals. No pickle: model weights go through
+# top to bottom: sample a batch -> augment -> loss -> backward -> clip -> step -> (weight average)
+# -> log, with validation and atomic checkpoints at intervals. No pickle: model weights go through
 # save_pretrained, optimizer and RNG state through safetensors + JSON.
 
+import contextlib  # noqa: E402
 import json  # noqa: E402
 import math  # noqa: E402
 import os  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
+
+from vla_demo.ema import WeightAverage  # noqa: E402
 
 
 def lr_at(step: int, cfg) -> float:
@@ -239,8 +242,8 @@ def _distributed() -> tuple[int, int]:
     return rank, world
 
 
-def save_trainer_state(folder: Path, opt, step: int, sampler: MixedSampler, aug_g: torch.Generator) -> None:
-    """Optimizer moments and RNG states (safetensors) + step and hyper-parameters (JSON)."""
+def save_trainer_state(folder: Path, opt, step: int, sampler: MixedSampler, aug_g: torch.Generator, ema=None) -> None:
+    """Optimizer moments, RNG states and the weight average (safetensors) + step and hyper-parameters (JSON)."""
     from safetensors.torch import save_file
 
     from vla_demo.data import format as fmt
@@ -252,11 +255,14 @@ def save_trainer_state(folder: Path, opt, step: int, sampler: MixedSampler, aug_
     tensors["rng.torch"] = torch.get_rng_state()
     tensors["rng.sampler"] = sampler.generator.get_state()
     tensors["rng.augment"] = aug_g.get_state()
+    if ema is not None:
+        tensors.update(ema.tensors())
+        scalars["ema"] = ema.scalars()
     fmt.atomic_write(folder / "trainer_state.safetensors", lambda tmp: save_file(tensors, tmp))
     fmt.write_json(folder / "trainer_state.json", scalars)
 
 
-def load_trainer_state(folder: Path, opt, sampler: MixedSampler, aug_g: torch.Generator) -> int:
+def load_trainer_state(folder: Path, opt, sampler: MixedSampler, aug_g: torch.Generator, ema=None) -> int:
     from safetensors.torch import load_file
 
     tensors = load_file(str(folder / "trainer_state.safetensors"))
@@ -270,6 +276,8 @@ def load_trainer_state(folder: Path, opt, sampler: MixedSampler, aug_g: torch.Ge
     torch.set_rng_state(tensors["rng.torch"])
     sampler.generator.set_state(tensors["rng.sampler"])
     aug_g.set_state(tensors["rng.augment"])
+    if ema is not None:
+        ema.restore(tensors, scalars.get("ema", {}))
     return int(scalars["step"])
 
 
@@ -294,6 +302,21 @@ def _loss(policy, model, batch, cfg, g) -> tuple[torch.Tensor, dict[str, float]]
     cameras = [k for k in (OBS_IMAGE_FRONT, OBS_IMAGE_WRIST) if k in batch]
     batch = {**batch, **{k: augment(batch[k], cfg.shift_px, cfg.colour_jitter, g) for k in cameras}}
     return policy.forward(batch, module=model, word_drop=cfg.word_drop, generator=g)
+
+
+def _shipped(ema, model):
+    """Within the block ``model`` holds the weights that get validated and saved as the policy."""
+    return ema.applied(model) if ema is not None else contextlib.nullcontext(model)
+
+
+def _validation(policy, views, cfg, ema) -> dict[str, float | None]:
+    """The validation loss of the shipped weights (and of the raw ones when they differ)."""
+    with _shipped(ema, policy.model):
+        metrics = {"val_loss": validate(policy, views, cfg)}
+    if ema is not None:
+        metrics["val_loss_raw"] = validate(policy, views, cfg)
+    policy.model.train()
+    return metrics
 
 
 @torch.no_grad()
@@ -341,7 +364,8 @@ def train(cfg, progress=None, stop=None) -> Path:
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     sampler = MixedSampler(train_views, cfg.weights, cfg.intervention_weight, cfg.seed, rank, cfg.own_action_weight)
     aug_g = torch.Generator().manual_seed(cfg.seed * 31 + rank)
-    step = _resume(out / "last", policy, opt, sampler, aug_g)
+    ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
+    step = _resume(out / "last", policy, opt, sampler, aug_g, ema)
     log_path = out / "log.jsonl"
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -361,25 +385,27 @@ def train(cfg, progress=None, stop=None) -> Path:
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
         opt.step()
+        if ema is not None:
+            ema.update(model)
         step += 1
         bar.update(1)
         metrics = {**logs, "lr": opt.param_groups[0]["lr"], "grad_norm": float(grad_norm)}
         if step % cfg.val_every == 0 or step == cfg.steps:
-            metrics["val_loss"] = validate(policy, val_views, cfg)
-            model.train()
+            metrics.update(_validation(policy, val_views, cfg, ema))
         if rank == 0:
             _log(log_path, step, cfg.steps, metrics, time.time() - t0)
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
             if progress is not None:
                 progress(step, cfg.steps, metrics)
             if step % cfg.ckpt_every == 0:
-                _checkpoint(out / "last", policy, opt, step, sampler, aug_g)
+                _checkpoint(out / "last", policy, opt, step, sampler, aug_g, ema)
     bar.close()
     model.eval()
     if rank == 0:
-        _checkpoint(out / "last", policy, opt, step, sampler, aug_g)
+        _checkpoint(out / "last", policy, opt, step, sampler, aug_g, ema)
         card = model_card(cfg, policy, step, time.time() - t0, log_path)
-        policy.save_pretrained(out / "policy", card=card)
+        with _shipped(ema, model):
+            policy.save_pretrained(out / "policy", card=card)
     if world > 1:
         torch.distributed.barrier()
     return out / "policy"
@@ -411,13 +437,14 @@ def _log(path: Path, step: int, total: int, metrics: dict[str, Any], elapsed: fl
         f.write(json.dumps(line) + "\n")
 
 
-def _checkpoint(folder: Path, policy, opt, step: int, sampler, aug_g) -> None:
-    """Weights + trainer state in one folder, replaced atomically (save_pretrained renames into place)."""
+def _checkpoint(folder: Path, policy, opt, step: int, sampler, aug_g, ema) -> None:
+    """Raw weights + trainer state (with the weight average) in one folder, replaced atomically
+    (save_pretrained renames into place)."""
     policy.save_pretrained(folder, card=f"# training checkpoint at step {step}\n",
-                           extra=lambda tmp: save_trainer_state(Path(tmp), opt, step, sampler, aug_g))
+                           extra=lambda tmp: save_trainer_state(Path(tmp), opt, step, sampler, aug_g, ema))
 
 
-def _resume(folder: Path, policy, opt, sampler, aug_g) -> int:
+def _resume(folder: Path, policy, opt, sampler, aug_g, ema) -> int:
     if not (folder / "trainer_state.json").exists():
         return 0
     from vla_demo.model.checkpoint import WEIGHTS_NAME, _read_weights, check_state_dict
@@ -425,7 +452,7 @@ def _resume(folder: Path, policy, opt, sampler, aug_g) -> int:
     state = _read_weights(folder / WEIGHTS_NAME)
     check_state_dict(policy.model, state, folder / WEIGHTS_NAME)
     policy.model.load_state_dict(state)
-    return load_trainer_state(folder, opt, sampler, aug_g)
+    return load_trainer_state(folder, opt, sampler, aug_g, ema)
 
 
 def model_card(cfg, policy, steps: int, seconds: float, log_path: Path) -> str:
