@@ -94,6 +94,8 @@ def _add_train(sub) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--ema-decay", type=float, default=None,
+                   help="validate and ship an exponential moving average of the weights with this decay (e.g. 0.999)")
     p.add_argument("--seed", type=int, default=None,
                    help="training seed (default: the shipped policy's for --preset default, else 0); "
                         "the default demonstrations are always collected with the same seed")
@@ -233,7 +235,7 @@ def cmd_train(args) -> int:
             raise ValueError("give --data DATASET [DATASET ...] (or --preset default)")
         path = recipes.train_run(args.data, out=args.out, weights=args.weights, preset=args.model, init_from=args.init_from,
                                  steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=seed, command=command,
-                                 wrist=args.wrist)
+                                 wrist=args.wrist, ema_decay=args.ema_decay)
     print(f"wrote {path}")
     return 0
 
