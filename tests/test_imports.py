@@ -9,7 +9,9 @@ import sys
 
 import vla_demo
 
-TORCH_MODULES = ("vla_demo.model", "vla_demo.policy", "vla_demo.train", "vla_demo.data.torch_dataset")
+TORCH_MODULES = (
+    "vla_demo.model", "vla_demo.policy", "vla_demo.train", "vla_demo.ema", "vla_demo.data.torch_dataset",
+)
 
 
 def imported_after(modules: list[str]) -> set[str]:
