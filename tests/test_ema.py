@@ -83,3 +83,14 @@ def test_saved_state_round_trips_and_a_foreign_one_is_refused():
 def test_decay_outside_the_open_interval_is_refused(decay):
     with pytest.raises(ValueError, match="decay"):
         WeightAverage(tiny(), decay=decay)
+
+
+def test_decays_above_the_warm_up_cap_of_a_run_give_the_same_average():
+    model = tiny()
+    averages = {d: WeightAverage(model, decay=d) for d in (0.5, 0.99, 0.999)}
+    for _ in range(50):  # after 50 updates the cap is 51 / 60 = 0.85: 0.99 and 0.999 never reach theirs
+        nudge(model, 1.0)
+        for ema in averages.values():
+            ema.update(model)
+    torch.testing.assert_close(averages[0.99].shadow["0.weight"], averages[0.999].shadow["0.weight"], rtol=0, atol=0)
+    assert not torch.equal(averages[0.5].shadow["0.weight"], averages[0.99].shadow["0.weight"])

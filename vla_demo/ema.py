@@ -8,8 +8,10 @@ weights a little toward the new ones::
 The shadow is what gets validated and shipped; the raw weights keep training. The effective decay
 warms up as ``min(decay, (1 + n) / (10 + n))`` after ``n`` updates, so the average does not stay
 anchored to the random initialisation (or, in a fine-tune, to the starting checkpoint) for the
-first ``1 / (1 - decay)`` steps. Floating-point buffers (the normalisation statistics) are averaged
-the same way, which leaves constants unchanged.
+first ``1 / (1 - decay)`` steps. The same cap means a run of ``n`` steps never averages with a
+decay above ``(1 + n) / (10 + n)`` (0.99925 after 12,000 steps): larger decays give the same
+weights. Floating-point buffers (the normalisation statistics) are averaged the same way, which
+leaves constants unchanged.
 """
 
 from __future__ import annotations
