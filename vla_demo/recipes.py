@@ -74,8 +74,8 @@ DEFAULT_SEED = 1
 # The rest of the default run (the correction loop's variant trains the same way). The frame cache
 # holds both cameras of all 2,000 demonstrations (about 3.3 GB at 96 px), so no frame is decoded twice.
 # No weight averaging (``ema_decay`` 0): on 2026-12-05 averages with decays 0.999-0.9998, kept beside
-# the raw weights of one seed-1 run, evaluated level with them (family means within 2.4 points, no split
-# better); the cosine schedule already ends at lr 1e-5 (model card, "Averaging the weights").
+# the raw weights of one seed-1 run, evaluated level with them or behind (family means 0.4 ahead to 2.4
+# behind); the cosine schedule already ends at lr 1e-5 (model card, "Averaging the weights").
 DEFAULT_TRAIN = dict(batch_size=64, lr=1e-3, warmup_steps=200, val_every=500, ckpt_every=1000, shift_px=2,
                      cache_budget_mb=6000, model_overrides=DEFAULT_MODEL)
 
