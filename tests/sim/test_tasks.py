@@ -214,3 +214,20 @@ def test_unknown_split_and_family_raise_clear_errors():
 def test_unknown_colour_is_refused_not_ignored():
     parsed = tasks.parse_instruction("pick up the purple cube")
     assert not parsed.ok and "purple" in parsed.reason
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("two_candidates", [False, True])
+def test_heldout_combinations_stand_only_in_heldout_combo_scenes(family, two_candidates):
+    fam = tasks.get_family(family)
+    seen_in_combo_scenes = set()
+    for seed in range(60):
+        for split in ("train", "heldout", "heldout-combos"):
+            scene, goal, _ = fam.sample(np.random.default_rng(seed), split, n_objects=5, two_candidates=two_candidates)
+            combos = {(o.colour, o.shape) for o in scene.objects}
+            if split == "heldout-combos":
+                seen_in_combo_scenes |= combos & HELDOUT_COMBOS
+            else:
+                assert not combos & HELDOUT_COMBOS, (split, seed, combos)
+    # The held-out split keeps its other held-out combinations as distractors (its scenes are unchanged).
+    assert len(seen_in_combo_scenes) > 1

@@ -11,7 +11,8 @@ Splits (ARCHITECTURE section 4):
 * ``heldout``: new templates and word orders built only from training words (tested), same
   targets as ``train``.
 * ``heldout-combos``: training templates; the target is one of ``HELDOUT_COMBOS``, which is
-  never the target (nor the stacking base) of a ``train`` or ``heldout`` episode.
+  never the target (nor the stacking base) of a ``train`` or ``heldout`` episode, and since
+  2026-12-06 not in their scenes at all (:func:`scene_combos`).
 """
 
 from __future__ import annotations
@@ -67,6 +68,14 @@ def target_combos(split: str, family: str) -> list[tuple[str, str]]:
     if split == "heldout-combos":
         return [c for c in combos if c in HELDOUT_COMBOS]
     return [c for c in combos if c not in HELDOUT_COMBOS]
+
+
+def scene_combos(split: str) -> list[tuple[str, str]]:
+    """Colour-shape combinations that may stand in a scene of ``split``: in ``train`` and ``heldout``
+    scenes not the held-out combinations, even as distractors (a combination seen only as a
+    distractor is one the policy learns never to pick)."""
+    check_split(split)
+    return all_combos() if split == "heldout-combos" else [c for c in all_combos() if c not in HELDOUT_COMBOS]
 
 
 def check_split(split: str) -> None:
@@ -177,11 +186,13 @@ class TaskFamily:
         target = combos[int(rng.integers(len(combos)))]
         required = [target]
         required += self.extra_objects(rng, split, target)
+        seen = scene_combos(split)
         if two_candidates:
             rivals = [(c, target[1]) for c in COLOURS if c != target[0] and (c, target[1]) not in required]
+            rivals = [c for c in rivals if c in seen]
             required.append(rivals[int(rng.integers(len(rivals)))])
         n_objects = max(n_objects, len(required))
-        pool = [c for c in all_combos() if c not in required and not self.confusable(c, required)]
+        pool = [c for c in seen if c not in required and not self.confusable(c, required)]
         order = rng.permutation(len(pool))
         fill = [pool[i] for i in order[: n_objects - len(required)]]
         goal = self.make_goal(rng, target, required)
