@@ -229,5 +229,5 @@ def test_heldout_combinations_stand_only_in_heldout_combo_scenes(family, two_can
                 seen_in_combo_scenes |= combos & HELDOUT_COMBOS
             else:
                 assert not combos & HELDOUT_COMBOS, (split, seed, combos)
-    # The held-out split keeps its other held-out combinations as distractors (its scenes are unchanged).
+    # heldout-combos scenes still hold other held-out combinations as distractors (they are unchanged).
     assert len(seen_in_combo_scenes) > 1

@@ -188,8 +188,8 @@ class TaskFamily:
         required += self.extra_objects(rng, split, target)
         seen = scene_combos(split)
         if two_candidates:
-            rivals = [(c, target[1]) for c in COLOURS if c != target[0] and (c, target[1]) not in required]
-            rivals = [c for c in rivals if c in seen]
+            rivals = [(c, target[1]) for c in COLOURS if c != target[0]]
+            rivals = [r for r in rivals if r in seen and r not in required]
             required.append(rivals[int(rng.integers(len(rivals)))])
         n_objects = max(n_objects, len(required))
         pool = [c for c in seen if c not in required and not self.confusable(c, required)]
