@@ -42,7 +42,13 @@ def test_api_lists_every_endpoint_with_a_name(app):
 
 def test_live_controls_stream_and_record_round_trip(app):
     ctx, client, _ = app
-    assert "new scene" in client.predict(3, "pick", 3, "", api_name="/reset")
+    combo = client.predict(3, "pick", 3, "", "heldout-combos", api_name="/reset")  # the Scenes dropdown
+    from vla_demo.constants import HELDOUT_COMBOS
+    from vla_demo.sim.tasks import SHAPE_WORDS
+
+    named = {f"{c} {w}" for c, shape in HELDOUT_COMBOS for w in SHAPE_WORDS[shape]}
+    assert "new scene" in combo and any(n in combo for n in named), combo
+    assert "new scene" in client.predict(3, "pick", 3, "", api_name="/reset")  # Scenes left at "training"
     assert "pick up the red cube" in client.predict("pick up the red cube", api_name="/set_instruction")
     assert "empty" in client.predict("", api_name="/set_instruction")
     assert client.predict("teleop", api_name="/set_mode") == "mode: teleop"

@@ -355,3 +355,16 @@ def test_the_shipped_policy_drives_a_session_with_the_cameras_it_needs(make_ctx)
     s.step()
     frames(s, 3)
     assert s._t == 1 and s._prediction is not None and np.isfinite(s._prediction.action).all()
+
+
+def test_reset_samples_scenes_as_the_chosen_split_does(make_ctx):
+    from vla_demo.constants import HELDOUT_COMBOS
+
+    s = make_ctx().session("a")
+    for seed in range(4):
+        s.reset(seed=seed, family="pick", n_objects=5)  # the default: training scenes
+        assert not {(o.colour, o.shape) for o in s.env.scene.objects} & HELDOUT_COMBOS
+        msg = s.reset(seed=seed, family="pick", n_objects=5, split="heldout-combos")
+        target = s.env.scene.objects[s.env.goal.target]
+        assert (target.colour, target.shape) in HELDOUT_COMBOS and target.colour in msg
+    assert "unknown split 'nope'" in s.reset(seed=1, split="nope")

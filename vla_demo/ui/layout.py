@@ -23,6 +23,9 @@ from vla_demo.ui.session import KEYMAP_MARKDOWN, MODES
 
 TELEOP_JS = Path(__file__).with_name("teleop.js")
 OVERLAY_CHOICES = ["attention", "action arrow", "chunk path", "gripper", "goal guess"]
+# Scenes as each evaluation split samples them: only the third holds the colour-shape combinations
+# the policy never trained on (training scenes leave them out, even as distractors).
+SCENE_CHOICES = [("training", "train"), ("held-out phrasings", "heldout"), ("new colour-shape combinations", "heldout-combos")]
 LAYER_CHOICES = ["rollout", "layer 1", "layer 2", "layer 3", "layer 4", "layer 5", "layer 6"]
 CSS = "#vla-live img {image-rendering: auto;} #vla-status {font-family: monospace; font-size: 0.85em;}"
 PLOT_PERIOD_S = 0.5  # the action chart: twice a second is plenty
@@ -65,6 +68,7 @@ def _live_tab(ctx, session_of) -> None:
                 seed = gr.Number(-1, label="Seed (-1 random)", precision=0)
                 family = gr.Dropdown(["any", *FAMILIES], value="any", label="Task family")
                 objects = gr.Slider(2, 5, value=4, step=1, label="Objects")
+                scenes = gr.Dropdown(SCENE_CHOICES, value="train", label="Scenes")
             reset = gr.Button("Reset scene")
             mode = gr.Radio(list(MODES), value="policy", label="Mode (Shared: any key takes over, H hands back)")
             with gr.Row():
@@ -130,9 +134,10 @@ def _live_tab(ctx, session_of) -> None:
         session_of(request).set_overlays("attention" in c, layer_name, "action arrow" in c, "chunk path" in c, "gripper" in c,
                                           "goal guess" in c)
 
-    def do_reset(s, f, n, text, request: gr.Request) -> str:
+    def do_reset(s, f, n, text, split, request: gr.Request) -> str:
         return session_of(request).reset(seed=int(s) if s is not None else None, family=f, n_objects=n,
-                                         instruction=text.strip() if isinstance(text, str) and text.strip() else None)
+                                         instruction=text.strip() if isinstance(text, str) and text.strip() else None,
+                                         split=split)
 
     fast = dict(show_progress="hidden", concurrency_limit=None)
     gr.on([instruction.submit, send.click], with_session("set_instruction", True), instruction, note, api_name="set_instruction", **fast)
@@ -140,7 +145,7 @@ def _live_tab(ctx, session_of) -> None:
     pause.click(with_session("pause"), None, note, api_name="pause", **fast)
     step.click(with_session("step"), None, note, api_name="step", **fast)
     estop.click(with_session("estop"), None, note, api_name="estop", **fast)
-    reset.click(do_reset, [seed, family, objects, instruction], note, api_name="reset", **fast)
+    reset.click(do_reset, [seed, family, objects, instruction, scenes], note, api_name="reset", **fast)
     mode.change(with_session("set_mode", True), mode, note, api_name="set_mode", **fast)
     speed.change(with_session("set_speed", True), speed, None, api_name="set_speed", **fast)
     sensitivity.change(with_session("set_sensitivity", True), sensitivity, None, api_name="set_sensitivity", **fast)

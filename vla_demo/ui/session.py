@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from vla_demo.constants import (ACTION, EXECUTED_ACTION, FAMILIES, GOAL_NAMES, GOAL_POSITIONS, INTERVENTION, OBS_IMAGE_FRONT,
-                                OBS_IMAGE_WRIST, OBS_STATE, TASK)
+                                OBS_IMAGE_WRIST, OBS_STATE, SPLITS, TASK)
 from vla_demo.viz import Overlays
 
 MODES = ("policy", "teleop", "shared")
@@ -215,12 +215,19 @@ class Session:
 
     # ------------------------------------------------------------------ controls (UI threads)
     def reset(self, seed: int | None = None, family: str | None = None, n_objects: int | None = None,
-              instruction: str | None = None) -> str:
-        """New scene and episode; an unsaved recording is discarded (the message says so)."""
+              instruction: str | None = None, split: str | None = None) -> str:
+        """New scene and episode; an unsaved recording is discarded (the message says so).
+
+        ``split`` samples the scene and instruction as that evaluation split does (default
+        ``train``): ``heldout-combos`` is the one whose scenes hold the colour-shape combinations
+        the policy never trained on (yellow cube, blue cylinder, green sphere).
+        """
         from vla_demo.evaluate import RolloutControl, rollout
 
         if family not in (None, "", "any") and family not in FAMILIES:
             return self._say(f"unknown task family {family!r}")
+        if split not in (None, "") and split not in SPLITS:
+            return self._say(f"unknown split {split!r} (choose from {', '.join(SPLITS)})")
         if instruction:  # checked before anything changes: a refused text leaves the old scene running
             from vla_demo.sim.env import clean_instruction
 
@@ -233,6 +240,8 @@ class Session:
             options["family"] = family
         if n_objects:
             options["n_objects"] = int(np.clip(int(n_objects), 2, 5))
+        if split:
+            options["split"] = split
         with self.lock:
             dropped = len(self.recording.frames)
             self.recording.frames = []
