@@ -446,3 +446,20 @@ def test_front_only_models_keep_their_parameters(tok):
     assert not any(n.startswith("wrist") for n in names)
     wrist_names = set(build_model(tiny(tok, keypoints=2, wrist=True)).state_dict())
     assert names < wrist_names and {n.split(".")[0] for n in wrist_names - names} == {"wrist_vision", "wrist_keypoints", "wrist_pos"}
+
+
+def test_fine_stem_keeps_the_token_grid_and_only_changes_the_front_cameras_start(tok):
+    coarse = build_model(tiny(tok, keypoints=2, wrist=True))
+    fine = build_model(tiny(tok, keypoints=2, wrist=True, fine_stem=True)).eval()
+    images, ids, mask, state = inputs(tok)
+    with torch.no_grad():
+        res = fine(images, ids, mask, state, need_weights=True, wrist=images.flip(-1))
+    assert fine.vision.grid == coarse.vision.grid == (2, 2)
+    assert res["layout"] == coarse.eval()(images, ids, mask, state, need_weights=True, wrist=images.flip(-1))["layout"]
+    added = set(fine.state_dict()) - set(coarse.state_dict())
+    assert added and all(n.startswith("vision.early.") for n in added)  # the wrist stem is unchanged
+    # A checkpoint of the 4x4-patch stem (every earlier policy) keeps its parameter names.
+    assert {n for n in coarse.state_dict() if n.startswith("vision.early.")} == {
+        "vision.early.0.weight", "vision.early.0.bias", "vision.early.2.weight", "vision.early.2.bias"}
+    with pytest.raises(ValueError, match="fine_stem"):
+        tiny(tok, fine_stem=True, vision="patch", patch_size=8)

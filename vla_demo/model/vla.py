@@ -55,6 +55,12 @@ class ModelConfig:
             The hand's camera shows the object relative to the fingers, which the front camera
             resolves poorly along its depth axis.
         patch_size: ViT patch side for ``patch``.
+        fine_stem: the front camera's conv stem reaches stride 4 in two steps (a 3x3 stride-2 conv,
+            then a 2x2 stride-2 one) instead of one 4x4 stride-4 patch projection. At 96 px an
+            object is 6-8 px wide, so a 4x4 patch sees a quarter of it through one linear map; the
+            two-step start resolves edges and corners first, which is what tells a cube from a
+            cylinder of the same colour (``conv`` vision only; the wrist camera, close to the
+            objects, keeps the cheap stem).
         coordconv: append x/y coordinate channels to the image (helps pixel-to-position mapping).
         film: modulate the visual tokens with the instruction (FiLM).
         keypoints: K instruction-conditioned spatial-softmax keypoints read from the conv stem's
@@ -107,6 +113,7 @@ class ModelConfig:
     vision: str = "conv"
     wrist: bool = False
     patch_size: int = 16
+    fine_stem: bool = False
     coordconv: bool = True
     film: bool = True
     keypoints: int = 0
@@ -155,6 +162,7 @@ class ModelConfig:
                 "keypoint_values='embedding' needs keypoints and the built-in text encoder")
         require(self.keypoints == 0 or self.vision == "conv", "keypoints need the conv vision encoder")
         require(not self.wrist or self.vision == "conv", "the wrist camera needs the conv vision encoder")
+        require(not self.fine_stem or self.vision == "conv", "fine_stem needs the conv vision encoder")
         require(self.vision != "hf" or self.vision_spec is not None, "vision='hf' needs a vision_spec")
         require(self.text != "hf" or self.text_spec is not None, "text='hf' needs a text_spec")
         require(2 <= self.n_bins <= 4096, f"n_bins must be in 2..4096, got {self.n_bins}")
@@ -258,14 +266,17 @@ def coord_channels(b: int, h: int, w: int, like: torch.Tensor) -> torch.Tensor:
 
 
 class ConvStem(nn.Module):
-    """Cheap vision encoder: 4x4 stride-4 patches, then two stride-2 convs -> (S/16)^2 tokens."""
+    """Cheap vision encoder: 4x4 stride-4 patches (or, ``fine``, a 3x3 stride-2 conv and a 2x2
+    stride-2 one), then two stride-2 convs -> (S/16)^2 tokens."""
 
-    def __init__(self, image_size: int, d: int, coordconv: bool):
+    def __init__(self, image_size: int, d: int, coordconv: bool, fine: bool = False):
         super().__init__()
         self.coordconv = coordconv
         c_in = 3 + 2 * coordconv
+        start = ([nn.Conv2d(c_in, 16, 3, stride=2, padding=1), nn.GELU(), nn.Conv2d(16, 32, 2, stride=2)] if fine
+                 else [nn.Conv2d(c_in, 32, 4, stride=4)])  # -> (B, 32, S/4, S/4)
         self.early = nn.Sequential(
-            nn.Conv2d(c_in, 32, 4, stride=4), nn.GELU(),
+            *start, nn.GELU(),
             nn.Conv2d(32, 64, 3, stride=2, padding=1), nn.GELU(),
         )
         self.late = nn.Conv2d(64, d, 3, stride=2, padding=1)
@@ -695,7 +706,7 @@ class VLAModel(nn.Module):
 def build_model(config: ModelConfig) -> VLAModel:
     """Construct encoders and the model from a config (adapters rebuilt from their specs offline)."""
     if config.vision == "conv":
-        vision: nn.Module = ConvStem(config.image_size, config.d_model, config.coordconv)
+        vision: nn.Module = ConvStem(config.image_size, config.d_model, config.coordconv, fine=config.fine_stem)
     elif config.vision == "patch":
         vision = PatchEmbed(config.image_size, config.patch_size, config.d_model)
     else:
