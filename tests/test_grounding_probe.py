@@ -39,7 +39,22 @@ def test_the_probe_counts_the_scenes_whose_estimate_is_nearest_the_named_object(
     for r in results[str(tiny_policy_dir)].values():
         assert r["scenes"] == 3 and r["nearest_is_target"] == share
         assert (r["median_cm"] < 1e-3) == (aim == "target")  # float32 positions
+        assert sum(r["misses"].values()) == round(3 * (1 - share))
+        parts = r["same_colour_present"], r["same_colour_absent"]
+        assert sum(p["scenes"] for p in parts) == 3 and sum(p["hits"] for p in parts) == round(3 * share)
     assert out.read_text().count("nearest_is_target") == 2
+
+
+def test_a_miss_is_named_by_how_the_chosen_object_relates_to_the_named_one(probe):
+    from vla_demo.sim.scene import ObjectSpec
+
+    objs = [ObjectSpec(c, s, 0.0, 0.0) for c, s in
+            [("red", "cube"), ("red", "cylinder"), ("blue", "cube"), ("green", "sphere"), ("blue", "cylinder")]]
+    assert probe.miss_kind(objs, 0, 1, None) == "same colour"
+    assert probe.miss_kind(objs, 0, 2, None) == "same shape"
+    assert probe.miss_kind(objs, 0, 3, None) == "other"
+    assert probe.miss_kind(objs, 0, 2, base=2) == "base"  # the stacking base, whatever it looks like
+    assert probe.miss_kind(objs, 4, 2, base=None) == "same colour"
 
 
 def test_a_policy_without_a_goal_head_is_refused(probe, tmp_path):
