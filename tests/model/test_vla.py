@@ -463,3 +463,36 @@ def test_fine_stem_keeps_the_token_grid_and_only_changes_the_front_cameras_start
         "vision.early.0.weight", "vision.early.0.bias", "vision.early.2.weight", "vision.early.2.bias"}
     with pytest.raises(ValueError, match="fine_stem"):
         tiny(tok, fine_stem=True, vision="patch", patch_size=8)
+
+
+def test_keypoint_conjunction_starts_as_the_shared_hidden_layer_and_lets_the_words_gate_it():
+    from vla_demo.model.vla import SpatialKeypoints
+
+    torch.manual_seed(0)
+    plain, conj = SpatialKeypoints(4, k=3, d=8, hidden=6), SpatialKeypoints(4, k=3, d=8, hidden=6, conjunction=5)
+    missing, unexpected = conj.load_state_dict(plain.state_dict(), strict=False)
+    assert {m.split(".")[0] for m in missing} == {"conj", "conj_score"} and not unexpected
+    with torch.no_grad():  # the film offset would otherwise be zero too: let the words matter
+        for kp in (plain, conj):
+            kp.film.weight.copy_(torch.linspace(-1, 1, 48).view(6, 8))
+    fmap, words, mask = torch.randn(2, 4, 5, 5), torch.randn(2, 3, 8), torch.ones(2, 3)
+    assert torch.allclose(conj.positions(fmap, words, mask)[0], plain.positions(fmap, words, mask)[0], atol=1e-6)
+    pos, _ = conj.positions(fmap, words, mask)
+    pos.sum().backward()  # from the zero start only the keypoints' own scores move first
+    assert conj.conj_score.grad.abs().sum() > 0
+    with torch.no_grad():
+        conj.conj_score.normal_()
+    moved = conj.positions(fmap, words, mask)[0]
+    with torch.no_grad():
+        conj.conj["shift"].weight.normal_()
+    assert not torch.allclose(moved, plain.positions(fmap, words, mask)[0], atol=1e-3)
+    assert not torch.allclose(conj.positions(fmap, words, mask)[0], moved, atol=1e-3)  # the words gate the cells
+
+
+def test_keypoint_conjunction_builds_into_both_cameras_and_needs_keypoints(tok):
+    model = build_model(tiny(tok, keypoints=2, wrist=True, keypoint_conjunction=True)).eval()
+    assert model.keypoints.conj is not None and model.wrist_keypoints.conj is not None
+    images, ids, mask, state = inputs(tok)
+    assert model(images, ids, mask, state, wrist=images)["out"].shape[0] == 3
+    with pytest.raises(ValueError, match="keypoint_conjunction"):
+        tiny(tok, keypoint_conjunction=True)
