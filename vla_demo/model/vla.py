@@ -58,9 +58,9 @@ class ModelConfig:
         fine_stem: the front camera's conv stem reaches stride 4 in two steps (a 3x3 stride-2 conv,
             then a 2x2 stride-2 one) instead of one 4x4 stride-4 patch projection. At 96 px an
             object is 6-8 px wide, so a 4x4 patch sees a quarter of it through one linear map; the
-            two-step start resolves edges and corners first, which is what tells a cube from a
-            cylinder of the same colour (``conv`` vision only; the wrist camera, close to the
-            objects, keeps the cheap stem).
+            two-step start resolves edges and corners first (``conv`` vision only; the wrist
+            camera, close to the objects, keeps the cheap stem). Tried once (2026-12-06, seed 1):
+            worse at telling same-colour objects apart, not better (model card).
         coordconv: append x/y coordinate channels to the image (helps pixel-to-position mapping).
         film: modulate the visual tokens with the instruction (FiLM).
         keypoints: K instruction-conditioned spatial-softmax keypoints read from the conv stem's
@@ -77,7 +77,8 @@ class ModelConfig:
             where both words match ("red" and "cube"). Without it a cell's score is linear in one
             shared hidden layer, roughly "red" plus "cube", and a red cylinder scores half-way: the
             shipped policy's first-frame target estimate was right in 99% of scenes without
-            another object of the target's colour and 67-70% with one (2026-12-06).
+            another object of the target's colour and 67-70% with one. Tried once (2026-12-06,
+            seed 1): worse there, 39-45% (model card).
     Language:
         vocab_size, max_text_len: built-in text encoder size; ``text`` is ``builtin`` or ``hf``.
         text_layers: Transformer layers of the built-in text encoder.
