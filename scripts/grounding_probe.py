@@ -44,7 +44,7 @@ def probe(policy: LanguageConditionedPolicy, split: str, family: str, scenes: in
     median / 90th-percentile distance of the estimate from it (cm), the misses by kind, and the
     hit rate with and without another object of the target's colour in the scene."""
     env = policy_env(policy)  # this process's cached env, as the evaluation workers use
-    hits, errors, misses = 0, [], Counter()
+    errors, misses = [], Counter()
     by_colour = {True: [0, 0], False: [0, 0]}  # same-colour distractor present -> [scenes, hits]
     for s in episode_seeds(seed, family, scenes):
         obs, _ = env.reset(seed=s, options={"family": family, "split": split})
@@ -56,11 +56,10 @@ def probe(policy: LanguageConditionedPolicy, split: str, family: str, scenes: in
         twin = any(o.colour == objects[goal.target].colour for i, o in enumerate(objects) if i != goal.target)
         by_colour[twin][0] += 1
         by_colour[twin][1] += int(chosen == goal.target)
-        if chosen == goal.target:
-            hits += 1
-        else:
+        if chosen != goal.target:
             misses[miss_kind(objects, goal.target, chosen, goal.destination if family == "stack" else None)] += 1
         errors.append(float(np.linalg.norm(positions[goal.target] - guess)) * 100)
+    hits = by_colour[True][1] + by_colour[False][1]
     return {"scenes": scenes, "nearest_is_target": hits / scenes, "median_cm": float(np.median(errors)),
             "p90_cm": float(np.percentile(errors, 90)), "misses": {k: misses[k] for k in MISSES},
             "same_colour_present": {"scenes": by_colour[True][0], "hits": by_colour[True][1]},

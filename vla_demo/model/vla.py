@@ -307,6 +307,9 @@ class ConvStem(nn.Module):
         return self.features(images)[0]  # (B, g*g, d)
 
 
+CONJUNCTION_CHANNELS = 16  # each keypoint's own word-shifted hidden channels (``keypoint_conjunction``)
+
+
 class SpatialKeypoints(nn.Module):
     """Instruction-conditioned spatial softmax: a feature map -> K expected (x, y) positions -> K tokens.
 
@@ -483,12 +486,11 @@ class VLAModel(nn.Module):
         self.txt_proj = nn.Linear(language_encoder.out_dim, d) if language_encoder.out_dim != d else nn.Identity()
         self.vis_pos = nn.Parameter(torch.zeros(1, n_vis, d))
         self.film = nn.Linear(d, 2 * d) if cfg.film else None
-        self.keypoints = SpatialKeypoints(vision_encoder.feature_dim, cfg.keypoints, d, conjunction=16 * cfg.keypoint_conjunction) if cfg.keypoints else None
+        self.keypoints = self._keypoints(vision_encoder)
         self.wrist_vision = self.wrist_keypoints = self.wrist_pos = None
         if cfg.wrist:  # the hand's camera: its own stem, keypoints and positions (its view is unlike the front's)
             self.wrist_vision = ConvStem(cfg.image_size, d, cfg.coordconv)
-            self.wrist_keypoints = (SpatialKeypoints(self.wrist_vision.feature_dim, cfg.keypoints, d, conjunction=16 * cfg.keypoint_conjunction)
-                                    if cfg.keypoints else None)
+            self.wrist_keypoints = self._keypoints(self.wrist_vision)
             self.wrist_pos = nn.Parameter(torch.zeros(1, n_vis, d))
         self.readout = nn.Parameter(torch.zeros(1, 1, d))
         self.state_proj = nn.Linear(cfg.state_dim, d)
@@ -577,6 +579,13 @@ class VLAModel(nn.Module):
             if need_weights:
                 attn.append(w)  # (B, nh, S, S); the last layer's (B, nh, 1, S)
         return self.ln_f(x[:, 0]), attn, kp_pos, aux
+
+    def _keypoints(self, stem: nn.Module) -> SpatialKeypoints | None:
+        """One camera's keypoints over its conv stem's feature map (None without keypoints)."""
+        cfg = self.config
+        if not cfg.keypoints:
+            return None
+        return SpatialKeypoints(stem.feature_dim, cfg.keypoints, cfg.d_model, conjunction=CONJUNCTION_CHANNELS if cfg.keypoint_conjunction else 0)
 
     def _camera(self, stem, keypoints, pos, images, words, text_mask, film, values=None):
         """One camera's tokens (B, N + K, d): FiLM-modulated visual tokens, then its keypoint tokens;
