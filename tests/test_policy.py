@@ -295,3 +295,19 @@ def test_forward_supervises_word_roles_from_the_instructions(tok, tmp_path):
     assert all_dropped["role_loss"] == 0.0 and all_dropped["binding_loss"] == 0.0
     loaded = LanguageConditionedPolicy.from_pretrained(policy.save_pretrained(tmp_path / "ckpt"))
     assert loaded.model.config.word_roles and loaded.forward(batch)[1]["role_loss"] == pytest.approx(logs["role_loss"])
+
+
+def test_forward_supervises_the_object_head_from_the_batchs_labels(tok, tmp_path):
+    policy = LanguageConditionedPolicy.build("default", tokenizer=tok, seed=0, keypoints=2, object_head=True, **TINY)
+    rows = torch.zeros(2, 5, 7)
+    rows[:, :, :2] = -1
+    rows[0, 0, :4] = torch.tensor([0.0, 1.0, -0.5, 0.25])  # a red cylinder left of centre, in the front image
+    batch = {OBS_IMAGE_FRONT: torch.rand(2, 3, 32, 32), TASK: ["lift the cube", "touch the ball"],
+             "action": torch.zeros(2, 4, 7), "action_is_pad": torch.zeros(2, 4, dtype=torch.bool)}
+    loss, logs = policy.forward({**batch, "object_labels": rows.view(2, -1)})
+    assert logs["object_loss"] > 0 and logs["object_shape_acc"] in (0.0, 1.0)
+    plain_loss, plain = policy.forward(batch)  # webcam or corrected episodes carry no labels
+    assert "object_loss" not in plain and loss.item() == pytest.approx(plain_loss.item() + 0.5 * logs["object_loss"], rel=1e-5)
+    loaded = LanguageConditionedPolicy.from_pretrained(policy.save_pretrained(tmp_path / "ckpt"))
+    assert loaded.model.config.object_head
+    assert loaded.forward({**batch, "object_labels": rows.view(2, -1)})[1]["object_loss"] == pytest.approx(logs["object_loss"])

@@ -23,6 +23,14 @@ GOAL_NAMES: tuple[str, ...] = ("target_x", "target_y", "target_z", "dest_x", "de
 # What each word of an instruction does (``tasks.word_roles``; labels for the auxiliary role
 # supervision): index 0 = neither, 1 = names the object to act on, 2 = names where it goes.
 WORD_ROLES: tuple[str, ...] = ("other", "target", "destination")
+# Scripted datasets only: what every object in the scene is and where each camera sees it (labels
+# for the auxiliary object head, never a policy input). One row of OBJECT_LABEL_FIELDS per object
+# slot, flattened to (MAX_OBJECTS * 7,): colour and shape indices (into COLOURS and SHAPES; -1 in
+# an empty slot), the object centre in each image as (u, v) in [-1, 1] (u to the right, v down), and
+# whether the centre is inside the wrist image (1.0) or not (0.0; its u, v are then 0).
+OBJECT_LABELS = "object_labels"
+OBJECT_LABEL_FIELDS: tuple[str, ...] = ("colour", "shape", "front_u", "front_v", "wrist_u", "wrist_v", "wrist_visible")
+MAX_OBJECTS = 5
 
 # Gymnasium id of the tabletop env (registered by ``import vla_demo.sim``).
 ENV_ID = "VLATabletop-v0"

@@ -27,7 +27,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_demo.constants import ACTION, ACTION_IS_PAD, GOAL_POSITIONS, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, TASK
+from vla_demo.constants import (ACTION, ACTION_IS_PAD, GOAL_POSITIONS, OBJECT_LABELS, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST,
+                                OBS_STATE, TASK)
 from vla_demo.model import checkpoint
 from vla_demo.model.tokenizer import InstructionTokenizer, word_dropout
 from vla_demo.model.vla import ModelConfig, VLAModel, build_model
@@ -290,7 +291,7 @@ class LanguageConditionedPolicy:
         if res["roles"] is not None:  # a dropped word's role is not the model's to know
             roles = self.tokenizer.word_labels(list(batch[TASK]), word_roles).masked_fill(ids != enc.input_ids, -1)
         return m.loss(res["out"], batch[ACTION], batch.get(ACTION_IS_PAD), res["goal"], batch.get(GOAL_POSITIONS),
-                      res["roles"], roles)
+                      res["roles"], roles, res["feature_maps"], batch.get(OBJECT_LABELS))
 
     # ------------------------------------------------------------------ files
     def save_pretrained(self, directory: str | Path, card: str | None = None, extra=None) -> Path:

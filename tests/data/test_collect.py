@@ -27,6 +27,18 @@ def test_scripted_demo_labels_are_clean_and_execution_noisy():
     goals = f["goal_positions"]  # (L, 6): the reach target, twice, and it never moves far
     assert goals.shape == (len(episode), 6) and np.isfinite(goals).all()
     np.testing.assert_allclose(goals[:, :3], goals[:, 3:])
+    assert "object_labels" not in f
+
+
+def test_object_labels_are_recorded_with_the_observation_they_describe():
+    episode, ok = run_demo(CollectJob("pick", "train", 5, 0.0, (32, 32), True, objects=True))
+    labels = episode.frames["object_labels"].reshape(len(episode), 5, 7)  # (L, MAX_OBJECTS, fields)
+    assert ok and labels.shape[0] == len(episode.frames["observation.images.front"])
+    colours = labels[:, :, 0]
+    assert (colours == colours[0]).all() and (colours[0, :2] >= 0).all()  # the same objects throughout
+    rose = labels[0, :, 3] - labels[-1, :, 3]  # front v (down): the picked object rose, the rest stayed
+    assert (rose > 0.04).sum() == 1 and (np.abs(rose) < 0.01).sum() == 4
+    assert labels[-1, rose.argmax(), 6] == 0  # held under the wrist camera, its centre leaves that image
 
 
 @pytest.mark.slow
@@ -42,6 +54,17 @@ def test_collect_writes_a_valid_dataset_and_appends(tmp_path):
     view = TrainingView(out, chunk_size=2)
     assert np.isfinite(view[0]["goal_positions"].numpy()).all()
     assert "goal_positions" in view.stats()
+    assert (view[0]["object_labels"].view(5, 7)[:2, 0] >= 0).all()  # a new dataset carries object labels
+
+
+@pytest.mark.slow
+def test_a_dataset_made_without_object_labels_tops_up_without_them(tmp_path):
+    out = tmp_path / "old"
+    collect(out, episodes=1, families=("reach",), seed=1, workers=1, image_size=(32, 32), progress=False, objects=False)
+    collect(out, episodes=1, families=("reach",), seed=1, workers=1, image_size=(32, 32), progress=False)
+    assert DatasetReader(out).num_episodes == 2 and "object_labels" not in DatasetReader(out).features
+    assert edit.check(out) == []
+    assert (TrainingView(out, chunk_size=2)[0]["object_labels"].view(5, 7)[:, :2] == -1).all()
 
 
 def test_collection_seeds_never_meet_evaluation_seeds():

@@ -103,8 +103,10 @@ def view(sim_root) -> TrainingView:
 def test_item_keys_dtypes_and_shapes(view):
     assert len(view) == sum(LENGTHS)
     item = view[0]
-    assert set(item) == {OBS_IMAGE_FRONT, OBS_STATE, TASK, ACTION, ACTION_IS_PAD, INTERVENTION, GOAL_POSITIONS}
+    assert set(item) == {OBS_IMAGE_FRONT, OBS_STATE, TASK, ACTION, ACTION_IS_PAD, INTERVENTION, GOAL_POSITIONS, "object_labels"}
     assert item[GOAL_POSITIONS].shape == (6,) and torch.isnan(item[GOAL_POSITIONS]).all()  # no labels here
+    objects = item["object_labels"].view(5, 7)  # no objects labelled here either: every slot empty
+    assert (objects[:, :2] == -1).all() and (objects[:, 2:] == 0).all()
     image = item[OBS_IMAGE_FRONT]
     assert image.dtype == torch.float32 and image.shape == (3, SIZE, SIZE)
     assert 0.0 <= image.min() and image.max() <= 1.0

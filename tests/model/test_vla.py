@@ -496,3 +496,50 @@ def test_keypoint_conjunction_builds_into_both_cameras_and_needs_keypoints(tok):
     assert model(images, ids, mask, state, wrist=images)["out"].shape[0] == 3
     with pytest.raises(ValueError, match="keypoint_conjunction"):
         tiny(tok, keypoint_conjunction=True)
+
+
+def object_rows(rows: list[tuple]) -> torch.Tensor:
+    """(MAX_OBJECTS * 7,) labels from (colour, shape, front_u, front_v, wrist_u, wrist_v, wrist_visible) rows."""
+    out = torch.zeros(5, 7)
+    out[:, :2] = -1
+    for i, r in enumerate(rows):
+        out[i] = torch.tensor(r, dtype=torch.float32)
+    return out.view(-1)
+
+
+def test_object_head_tells_colour_and_shape_under_each_labelled_centre(tok):
+    torch.manual_seed(0)
+    with pytest.raises(ValueError, match="object_head needs keypoints"):
+        tiny(tok, object_head=True)
+    model = build_model(tiny(tok, keypoints=3, wrist=True, object_head=True, object_weight=0.5)).eval()
+    images, ids, mask, state = inputs(tok)
+    res = model(images, ids, mask, state, wrist=images)
+    assert [m.shape for m in res["feature_maps"]] == [(3, model.vision.feature_dim, 4, 4)] * 2  # front, wrist
+    assert build_model(tiny(tok, keypoints=3))(images, ids, mask, state)["feature_maps"] is None
+    labels = torch.stack([object_rows([(0, 0, -0.5, -0.5, 0.5, 0.5, 1), (1, 2, 0.5, 0.5, 0.0, 0.0, 0)]),
+                          object_rows([(2, 1, 0.0, 0.5, -0.5, 0.0, 1)]),
+                          object_rows([])])  # (3, 35); the last frame has no labelled object
+    actions = torch.zeros(3, 4, 7)
+    total, logs = model.loss(res["out"], actions, maps=res["feature_maps"], object_target=labels)
+    plain, _ = model.loss(res["out"], actions)
+    assert total.item() == pytest.approx(plain.item() + 0.5 * logs["object_loss"], rel=1e-5)
+    assert 0.0 <= logs["object_shape_acc"] <= 1.0
+    # No labelled object anywhere: a zero loss that still has a graph.
+    zero, acc = model.object_loss(res["feature_maps"], labels[2:].expand(3, -1))
+    assert zero.item() == 0.0 and zero.requires_grad and torch.isnan(acc)
+    assert "object_shape_acc" not in model.loss(res["out"], actions, maps=res["feature_maps"], object_target=labels[2:].expand(3, -1))[1]
+    # Fitting: the loss reaches into the vision stems and a few steps learn the labels.
+    model.zero_grad()
+    model.object_loss(res["feature_maps"], labels)[0].backward()
+    assert model.vision.early[0].weight.grad.abs().sum() > 0 and model.wrist_vision.early[0].weight.grad.abs().sum() > 0
+    assert model.head[0].weight.grad is None  # the action head is not involved
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    first = None
+    for _ in range(60):
+        maps = model(images, ids, mask, state, wrist=images)["feature_maps"]
+        loss, acc = model.object_loss(maps, labels)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.05 * first and acc.item() == 1.0

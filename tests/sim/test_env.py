@@ -282,3 +282,31 @@ def test_info_labels_where_the_target_is_and_where_it_should_go(env, family):
         np.testing.assert_allclose(dest, target)
     env.set_instruction("dance")  # no goal, no labels
     assert "goal_positions" not in env.step(np.zeros(7))[4]
+
+
+def test_object_labels_name_each_object_where_both_cameras_see_it():
+    from vla_demo.constants import MAX_OBJECTS, OBJECT_LABEL_FIELDS
+    from vla_demo.sim import camera
+
+    env = TabletopEnv(SimConfig(image_size=(64, 64), wrist_camera=True))
+    try:
+        unit = np.array([c[:3] for c in COLOURS.values()])
+        unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+        for seed in range(3):
+            obs, _ = env.reset(seed=seed)
+            rows = env.object_labels().reshape(MAX_OBJECTS, len(OBJECT_LABEL_FIELDS))
+            n = len(env.scene.objects)
+            assert rows[:n, 0].tolist() == [list(COLOURS).index(o.colour) for o in env.scene.objects]
+            assert rows[:n, 1].tolist() == [SHAPES.index(o.shape) for o in env.scene.objects]
+            assert (rows[n:, :2] == -1).all() and (rows[n:, 2:] == 0).all()
+            for key, uv in ((OBS_IMAGE_FRONT, rows[:n, 2:4]), (OBS_IMAGE_WRIST, rows[:n, 4:6])):
+                # The pixel under each labelled centre has that object's colour (hue, not shading).
+                px = obs[key][((uv[:, 1] + 1) / 2 * 64).astype(int), ((uv[:, 0] + 1) / 2 * 64).astype(int)] / 255.0
+                hue = px / np.linalg.norm(px, axis=1, keepdims=True)
+                assert (np.linalg.norm(unit[None] - hue[:, None], axis=2).argmin(1) == rows[:n, 0]).all(), (seed, key)
+            assert (rows[:n, 6] == 1).all()  # from home the wrist camera sees these scenes whole
+        # Behind the camera or outside its frustum: not visible.
+        uv, seen = camera.image_coordinates(np.array([[0.5, 0.0, 0.0], [0.5, 0.0, 5.0], [5.0, 5.0, 0.0]]), env.front_camera())
+        assert seen.tolist() == [True, False, False] and uv.shape == (3, 2)
+    finally:
+        env.close()

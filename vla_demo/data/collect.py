@@ -16,7 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from vla_demo.constants import ACTION, EXECUTED_ACTION, FAMILIES, GOAL_POSITIONS, INTERVENTION, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE
+from vla_demo.constants import (ACTION, EXECUTED_ACTION, FAMILIES, GOAL_POSITIONS, INTERVENTION, OBJECT_LABELS, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST,
+                                OBS_STATE)
 
 # Collection seeds live far above evaluation seeds (evaluate.episode_seeds), so a policy is never
 # evaluated on a scene it was trained on.
@@ -32,6 +33,7 @@ class CollectJob:
     image_size: tuple[int, int]
     wrist: bool
     detour: float = 0.0
+    objects: bool = False  # also record ``object_labels``
 
 
 def collection_seed(seed: int, i: int) -> int:
@@ -48,6 +50,8 @@ def run_demo(job: CollectJob):
     expert = ScriptedExpert(env, noise=job.noise, seed=job.seed, detour=job.detour)
     keys = [OBS_IMAGE_FRONT] + ([OBS_IMAGE_WRIST] if job.wrist else [])
     rows: dict[str, list] = {k: [] for k in [*keys, OBS_STATE, ACTION, EXECUTED_ACTION, INTERVENTION, GOAL_POSITIONS]}
+    if job.objects:
+        expert = _LabellingExpert(expert, env, rows.setdefault(OBJECT_LABELS, []))
     tasks, success = [], False
     for rec in rollout(env, expert, seed=job.seed, options={"family": job.family, "split": job.split}):
         for k in keys:
@@ -64,6 +68,25 @@ def run_demo(job: CollectJob):
     return Episode(frames, tasks, success, "scripted", "scripted-expert"), success
 
 
+class _LabellingExpert:
+    """The scripted expert, noting the env's ``object_labels`` each time it is asked to act (when
+    the env still shows the observation the action answers; the rollout's ``info`` comes after)."""
+
+    def __init__(self, expert, env, labels: list):
+        self.expert, self.env, self.labels = expert, env, labels
+
+    def reset(self) -> None:
+        self.expert.reset()
+
+    def select_action(self, obs):
+        self.labels.append(self.env.object_labels())
+        return self.expert.select_action(obs)
+
+    @property
+    def label(self):
+        return self.expert.label
+
+
 def collect(
     out: str | os.PathLike,
     episodes: int,
@@ -77,17 +100,19 @@ def collect(
     keep_failed: bool = False,
     progress: bool = True,
     detour: float = 0.0,
+    objects: bool = True,
 ) -> dict[str, Any]:
     """Record ``episodes`` scripted demonstrations (families in turn) into the dataset at ``out``.
 
     ``noise`` and ``detour`` perturb the executed actions (see :class:`~vla_demo.sim.expert.ScriptedExpert`).
+    ``objects`` also records ``object_labels`` (not into a dataset created without them).
 
     Returns a summary: saved, failed, frames, seconds and frames per second.
     """
     from tqdm import tqdm
 
     from vla_demo.config import SimConfig
-    from vla_demo.data.format import sim_features
+    from vla_demo.data.format import keeps_column, sim_features
     from vla_demo.data.writer import DatasetWriter
     from vla_demo.sim.tasks import check_split, get_family
 
@@ -100,10 +125,11 @@ def collect(
         get_family(f)
     workers = workers or min(2, os.cpu_count() or 1)
     note = f"Scripted-expert demonstrations: families {', '.join(families)}, split `{split}`, action noise {noise}, detour probability {detour}."
-    with DatasetWriter.held(out, sim_features(image_size, wrist, goals=True), SimConfig().control_hz, card_note=note) as writer:
+    objects = objects and keeps_column(Path(out), OBJECT_LABELS)
+    with DatasetWriter.held(out, sim_features(image_size, wrist, goals=True, objects=objects), SimConfig().control_hz, card_note=note) as writer:
         start = writer.num_episodes
         jobs = [CollectJob(families[i % len(families)], split, collection_seed(seed, start + i), noise, tuple(image_size), wrist,
-                           detour) for i in range(episodes)]
+                           detour, objects) for i in range(episodes)]
         saved = failed = frames = 0
         t0 = time.perf_counter()
         bar = tqdm(total=episodes, desc=f"collect -> {Path(out).name}", unit="ep", disable=not progress)

@@ -24,6 +24,9 @@ from vla_demo.constants import (
     GOAL_NAMES,
     GOAL_POSITIONS,
     INTERVENTION,
+    MAX_OBJECTS,
+    OBJECT_LABEL_FIELDS,
+    OBJECT_LABELS,
     OBS_IMAGE_FRONT,
     OBS_IMAGE_WRIST,
     OBS_STATE,
@@ -86,9 +89,10 @@ def video_feature(height: int, width: int) -> dict[str, Any]:
 
 
 def sim_features(image_size: tuple[int, int] = (128, 128), wrist: bool = False,
-                 goals: bool = False) -> dict[str, dict[str, Any]]:
+                 goals: bool = False, objects: bool = False) -> dict[str, dict[str, Any]]:
     """User features of a sim dataset (the five default columns are added by the writer);
-    ``goals`` adds the scripted collector's ``goal_positions`` labels."""
+    ``goals`` adds the scripted collector's ``goal_positions`` labels, ``objects`` its
+    ``object_labels``."""
     h, w = image_size
     feats = {OBS_IMAGE_FRONT: video_feature(h, w)}
     if wrist:
@@ -99,7 +103,16 @@ def sim_features(image_size: tuple[int, int] = (128, 128), wrist: bool = False,
     feats[INTERVENTION] = {"dtype": "bool", "shape": [1], "names": None}
     if goals:
         feats[GOAL_POSITIONS] = {"dtype": "float32", "shape": [len(GOAL_NAMES)], "names": list(GOAL_NAMES)}
+    if objects:
+        names = [f"object{i}_{f}" for i in range(MAX_OBJECTS) for f in OBJECT_LABEL_FIELDS]
+        feats[OBJECT_LABELS] = {"dtype": "float32", "shape": [len(names)], "names": names}
     return feats
+
+
+def keeps_column(root: Path, key: str) -> bool:
+    """Whether a recording saved to ``root`` should carry the column ``key``: yes for a new
+    dataset; an existing one keeps the columns it was created with."""
+    return not (root / INFO_PATH).exists() or key in read_info(root).get("features", {})
 
 
 def webcam_features(image_size: tuple[int, int] = (128, 128)) -> dict[str, dict[str, Any]]:

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from vla_demo.constants import (ACTION, ACTION_IS_PAD, EXECUTED_ACTION, GOAL_NAMES, GOAL_POSITIONS, INTERVENTION, OBS_IMAGE_FRONT,
-                                OBS_IMAGE_WRIST, OBS_STATE, TASK)
+from vla_demo.constants import (ACTION, ACTION_IS_PAD, EXECUTED_ACTION, GOAL_NAMES, GOAL_POSITIONS, INTERVENTION, MAX_OBJECTS,
+                                OBJECT_LABEL_FIELDS, OBJECT_LABELS, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, TASK)
 from vla_demo.data import format as fmt
 from vla_demo.data import stats as st
 from vla_demo.data.reader import DatasetReader
@@ -91,7 +91,7 @@ class TrainingView(torch.utils.data.Dataset):
     def _load_columns(self) -> None:
         """Concatenate the small per-frame columns of the selected episodes (frames in view order)."""
         parts: dict[str, list[np.ndarray]] = {k: [] for k in (ACTION, OBS_STATE, INTERVENTION, GOAL_POSITIONS, EXECUTED_ACTION,
-                                                              "task_index")}
+                                                              OBJECT_LABELS, "task_index")}
         for e in self.episodes:
             cols = self.reader.episode_columns(e)
             length = len(cols["task_index"])
@@ -118,6 +118,7 @@ class TrainingView(torch.utils.data.Dataset):
         n_goal = len(GOAL_NAMES)
         have_goals = len(parts[GOAL_POSITIONS]) == len(self.episodes) and len(self.episodes) > 0
         self._goals = _concat(parts[GOAL_POSITIONS], (n, n_goal), np.float32) if have_goals else np.full((n, n_goal), np.nan, np.float32)
+        self._objects = _concat(parts[OBJECT_LABELS], (n, -1), np.float32) if len(parts[OBJECT_LABELS]) == len(self.episodes) and n else no_objects(n)
         if n and self._task_ids.max() >= len(self.reader.tasks):
             raise ValueError(f"{self.reader.root}: task_index {self._task_ids.max()} has no entry in "
                              f"{fmt.TASKS_PATH} ({len(self.reader.tasks)} tasks)")
@@ -143,6 +144,7 @@ class TrainingView(torch.utils.data.Dataset):
             ACTION_IS_PAD: torch.from_numpy(steps >= length),  # (H,)
             INTERVENTION: torch.tensor(bool(self._interventions[i])),
             GOAL_POSITIONS: torch.from_numpy(self._goals[i].copy()),  # (6,), NaN when unlabelled
+            OBJECT_LABELS: torch.from_numpy(self._objects[i].copy()),  # (MAX_OBJECTS * 7,), colours -1 when unlabelled
         }
         if self.wrist_key is not None:
             item[OBS_IMAGE_WRIST] = to_chw_float(self.episode_frames(k, self.wrist_key)[t])  # (3, h, w)
@@ -357,6 +359,13 @@ def select_episodes(episodes: list[int] | None, total: int) -> list[int]:
 
 
 # ----------------------------------------------------------------------------- arrays
+
+
+def no_objects(n: int) -> np.ndarray:
+    """(n, MAX_OBJECTS * 7) object labels of frames without any: every slot empty (colour -1)."""
+    rows = np.zeros((n, MAX_OBJECTS, len(OBJECT_LABEL_FIELDS)), np.float32)
+    rows[..., :2] = -1
+    return rows.reshape(n, -1)
 
 
 def _concat(parts: list[np.ndarray], shape: tuple[int, ...], dtype) -> np.ndarray:

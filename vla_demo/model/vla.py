@@ -36,7 +36,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from vla_demo.config import require
-from vla_demo.constants import ACTION, ACTION_DIM, GOAL_NAMES, GOAL_POSITIONS, OBS_STATE, STATE_DIM, WORD_ROLES
+from vla_demo.constants import (ACTION, ACTION_DIM, COLOURS, GOAL_NAMES, GOAL_POSITIONS, MAX_OBJECTS, OBJECT_LABEL_FIELDS,
+                                OBS_STATE, SHAPES, STATE_DIM, WORD_ROLES)
 
 
 @dataclass
@@ -110,6 +111,12 @@ class ModelConfig:
             camera read the target's words and keypoint 1 the destination's (a loss on their word
             attention).
         role_weight: weight of those auxiliary losses.
+        object_head: also classify the colour and the shape of every object in the scene from each
+            camera's stride-8 feature map, read where the object's centre is (``object_labels``
+            of scripted datasets), so the map that the keypoints score tells a cube from a
+            cylinder of the same colour whatever the instruction (the action and goal losses
+            teach it only through the named object).
+        object_weight: weight of that auxiliary loss.
     """
 
     preset: str = "default"
@@ -147,6 +154,8 @@ class ModelConfig:
     word_roles: bool = False
     role_binding: bool = False
     role_weight: float = 0.5
+    object_head: bool = False
+    object_weight: float = 0.5
     vision_spec: dict[str, Any] | None = field(default=None, repr=False)
     text_spec: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -180,6 +189,8 @@ class ModelConfig:
         require(0.0 <= self.goal_weight <= 100.0, f"goal_weight must be in 0..100, got {self.goal_weight}")
         require(0.0 <= self.role_weight <= 100.0, f"role_weight must be in 0..100, got {self.role_weight}")
         require(not self.role_binding or self.word_roles, "role_binding needs word_roles (its labels)")
+        require(not self.object_head or self.keypoints, "object_head needs keypoints (it reads their feature map)")
+        require(0.0 <= self.object_weight <= 100.0, f"object_weight must be in 0..100, got {self.object_weight}")
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
@@ -503,6 +514,10 @@ class VLAModel(nn.Module):
         self.head = nn.Sequential(nn.Linear(d, cfg.head_hidden), nn.ReLU(), nn.Linear(cfg.head_hidden, H * per_step))
         self.goal_head = GoalHead(d, cfg.keypoints) if cfg.goal_head else None
         self.role_head = nn.Linear(d, len(WORD_ROLES)) if cfg.word_roles else None
+        self.object_heads = None
+        if cfg.object_head:  # per camera: colour logits then shape logits of the feature under an object's centre
+            stems = [vision_encoder] + ([self.wrist_vision] if self.wrist_vision is not None else [])
+            self.object_heads = nn.ModuleList(nn.Linear(st.feature_dim, len(COLOURS) + len(SHAPES)) for st in stems)
         # Normalisation (replaced from dataset stats by the trainer; identity-ish defaults).
         self.register_buffer("action_mean", torch.zeros(A))
         self.register_buffer("action_std", torch.ones(A))
@@ -541,23 +556,25 @@ class VLAModel(nn.Module):
     # ------------------------------------------------------------------ forward
     def encode(self, images, ids, text_mask, state, need_weights: bool = False, wrist=None):
         """Fuse the modalities. Returns (readout (B, d), per-layer attention list or None,
-        front keypoint positions (B, K, 2) or None, ``aux``: the text encoder's word tokens (B, T, d)
-        and each camera's keypoint word attention (B, K, T) for the auxiliary losses)."""
+        front keypoint positions (B, K, 2) or None, ``aux``: the text encoder's word tokens (B, T, d),
+        each camera's keypoint word attention (B, K, T) and feature map (B, 64, h, w) or None, for
+        the auxiliary losses)."""
         B = images.size(0)
         words, sentence = self.language(ids, text_mask)
         words, sentence = self.txt_proj(words), self.txt_proj(sentence)  # (B, T, d), (B, d)
         text_mask = text_mask.bool()
         values = self.language.embed(ids) if self.config.keypoint_values == "embedding" else None  # (B, T, d): what keypoints pool
         film = self.film(sentence).unsqueeze(1).chunk(2, dim=-1) if self.film is not None else None  # (B, 1, d) x 2
-        vis, kp_pos, kp_att = self._camera(self.vision, self.keypoints, self.vis_pos, images, words, text_mask, film, values)  # (B, N + K, d)
-        aux = {"words": words, "keypoint_words": [] if kp_att is None else [kp_att]}
+        vis, kp_pos, kp_att, fmap = self._camera(self.vision, self.keypoints, self.vis_pos, images, words, text_mask, film, values)  # (B, N + K, d)
+        aux = {"words": words, "keypoint_words": [] if kp_att is None else [kp_att], "feature_maps": [fmap]}
         if self.wrist_vision is not None:
             if wrist is None or wrist.shape != images.shape:
                 got = None if wrist is None else tuple(wrist.shape)
                 raise ValueError(f"this model also sees the wrist camera: pass wrist images shaped like the front ones {tuple(images.shape)}, got {got}")
-            hand, _, hand_att = self._camera(self.wrist_vision, self.wrist_keypoints, self.wrist_pos, wrist, words, text_mask, film, values)
+            hand, _, hand_att, hand_map = self._camera(self.wrist_vision, self.wrist_keypoints, self.wrist_pos, wrist, words, text_mask, film, values)
             if hand_att is not None:
                 aux["keypoint_words"].append(hand_att)
+            aux["feature_maps"].append(hand_map)
             vis = torch.cat([vis, hand], dim=1)  # (B, 2 (N + K), d)
         if state is None:
             st = self.no_state.expand(B, -1, -1)
@@ -589,18 +606,19 @@ class VLAModel(nn.Module):
 
     def _camera(self, stem, keypoints, pos, images, words, text_mask, film, values=None):
         """One camera's tokens (B, N + K, d): FiLM-modulated visual tokens, then its keypoint tokens;
-        the keypoint positions (B, K, 2) and word attention (B, K, T), or None without keypoints.
+        the keypoint positions (B, K, 2) and word attention (B, K, T), or None without keypoints, and
+        the stride-8 feature map the keypoints score (B, 64, S/8, S/8) or None without keypoints.
         ``values`` (B, T, d): what the keypoints pool under their word attention (None: the word tokens)."""
         if keypoints is not None:
             tokens, fmap = stem.features(images)
             kps, kp_pos, kp_att = keypoints(fmap, words, text_mask, values)  # (B, K, d), (B, K, 2), (B, K, T)
         else:
-            tokens, kps, kp_pos, kp_att = stem(images), None, None, None
+            tokens, kps, kp_pos, kp_att, fmap = stem(images), None, None, None, None
         vis = self.vis_proj(tokens) + pos  # (B, N, d)
         if film is not None:
             gamma, beta = film
             vis = vis * (1 + gamma) + beta
-        return (vis if kps is None else torch.cat([vis, kps], dim=1)), kp_pos, kp_att
+        return (vis if kps is None else torch.cat([vis, kps], dim=1)), kp_pos, kp_att, fmap
 
     def forward(self, images, ids, text_mask, state=None, need_weights: bool = False, wrist=None) -> dict[str, Any]:
         """Predict an action chunk.
@@ -615,7 +633,8 @@ class VLAModel(nn.Module):
         Returns:
             ``{"out": (B, H, per_step) raw head output, "goal": (B, 6) normalised goal positions
             or None, "roles": {"logits": (B, T, len(WORD_ROLES)), "keypoint_words": [(B, K, T) per
-            camera]} or None (``word_roles``), "attention": list | None, "layout": dict}``.
+            camera]} or None (``word_roles``), "feature_maps": [(B, 64, S/8, S/8) per camera] or None
+            (``object_head``), "attention": list | None, "layout": dict}``.
         """
         h, attn, kp_pos, aux = self.encode(images, ids, text_mask, state, need_weights, wrist)
         B, H = h.size(0), self.config.chunk_size
@@ -630,7 +649,8 @@ class VLAModel(nn.Module):
         if self.role_head is not None:
             roles = {"logits": self.role_head(aux["words"]),
                      "keypoint_words": aux["keypoint_words"] if self.config.role_binding else []}
-        return {"out": out, "goal": goal, "roles": roles, "attention": attn, "layout": layout}
+        maps = aux["feature_maps"] if self.object_heads is not None else None
+        return {"out": out, "goal": goal, "roles": roles, "feature_maps": maps, "attention": attn, "layout": layout}
 
     # ------------------------------------------------------------------ heads: decode and loss
     def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -685,12 +705,37 @@ class VLAModel(nn.Module):
         bind = torch.stack(binds).mean() if binds else zero
         return ce, bind
 
+    def object_loss(self, maps: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Colour and shape cross-entropy of every labelled object in each camera, read from the
+        feature map (bilinearly) under the object's centre, and the share of shapes told right.
+        ``maps``: (B, C, h, w) per camera (front, then wrist); ``labels``: (B, MAX_OBJECTS * 7)
+        rows of ``OBJECT_LABEL_FIELDS``."""
+        rows = labels.view(labels.size(0), MAX_OBJECTS, len(OBJECT_LABEL_FIELDS))  # (B, M, 7)
+        colour, shape = rows[..., 0].long(), rows[..., 1].long()  # (B, M), -1 in empty slots
+        losses, right, count = [], maps[0].sum() * 0.0, 0
+        for cam, (fmap, head) in enumerate(zip(maps, self.object_heads)):
+            uv = rows[..., 2:4] if cam == 0 else rows[..., 4:6]  # (B, M, 2) in [-1, 1] over the image
+            seen = (colour >= 0) & (rows[..., 6] > 0.5 if cam else True)  # (B, M)
+            if not seen.any():
+                continue
+            feats = F.grid_sample(fmap, uv.unsqueeze(2), align_corners=False)  # (B, C, M, 1)
+            logits = head(feats.squeeze(-1).transpose(1, 2))[seen]  # (n, colours + shapes)
+            nc = len(COLOURS)
+            losses.append(F.cross_entropy(logits[:, :nc], colour[seen]) + F.cross_entropy(logits[:, nc:], shape[seen]))
+            right = right + (logits[:, nc:].argmax(-1) == shape[seen]).sum()
+            count += int(seen.sum())
+        if not losses:
+            return sum(m.sum() for m in maps) * 0.0, torch.tensor(float("nan"))  # keeps the graph complete
+        return torch.stack(losses).mean(), right.detach() / count
+
     def loss(self, out: torch.Tensor, actions: torch.Tensor, is_pad: torch.Tensor | None = None,
              goal: torch.Tensor | None = None, goal_target: torch.Tensor | None = None,
-             roles: dict[str, Any] | None = None, role_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             roles: dict[str, Any] | None = None, role_target: torch.Tensor | None = None,
+             maps: list[torch.Tensor] | None = None, object_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss for a chunk of target actions (B, H, A) in physical units, plus the
-        auxiliary goal loss when the model has a goal head and the batch ``goal_positions``, and
-        the word-role losses when it has ``word_roles`` and the words' role labels (B, T)."""
+        auxiliary goal loss when the model has a goal head and the batch ``goal_positions``, the
+        word-role losses when it has ``word_roles`` and the words' role labels (B, T), and the
+        object loss when it has ``object_head``, its feature ``maps`` and the batch ``object_labels``."""
         cfg = self.config
         valid = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device) if is_pad is None else ~is_pad
         w = valid.float()
@@ -726,6 +771,12 @@ class VLAModel(nn.Module):
             ce, bind = self.role_loss(roles, role_target)
             logs["role_loss"], logs["binding_loss"] = ce.item(), bind.item()
             total = total + self.config.role_weight * (ce + bind)
+        if maps is not None and object_target is not None:
+            obj, acc = self.object_loss(maps, object_target)
+            logs["object_loss"] = obj.item()
+            if not torch.isnan(acc):  # no labelled object in this batch: no accuracy to report
+                logs["object_shape_acc"] = acc.item()
+            total = total + self.config.object_weight * obj
         logs["loss"] = total.item()
         return total, logs
 

@@ -61,14 +61,21 @@ def render(client, cam: CameraMatrices, size: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(rgba, dtype=np.uint8).reshape(h, w, 4)[:, :, :3])
 
 
+def image_coordinates(points: np.ndarray, cam: CameraMatrices) -> tuple[np.ndarray, np.ndarray]:
+    """World points (N, 3) -> image coordinates (N, 2) as (u, v) in [-1, 1] over the image (u to
+    the right, v down), and (N,) whether each point is in front of the camera and inside the image."""
+    view = np.asarray(cam.view).reshape(4, 4).T  # PyBullet matrices are column-major
+    proj = np.asarray(cam.projection).reshape(4, 4).T
+    pts = np.concatenate([np.asarray(points, dtype=np.float64).reshape(-1, 3), np.ones((len(points), 1))], axis=1)
+    clip = (proj @ view @ pts.T).T
+    ahead = clip[:, 3] > 1e-9
+    ndc = clip[:, :2] / np.where(ahead, clip[:, 3], 1.0)[:, None]
+    uv = np.stack([ndc[:, 0], -ndc[:, 1]], axis=1)
+    return uv, ahead & np.all(np.abs(uv) <= 1.0, axis=1)
+
+
 def project_points(points: np.ndarray, cam: CameraMatrices, size: tuple[int, int]) -> np.ndarray:
     """World points (N, 3) -> pixel coordinates (N, 2) as (u, v) floats, for drawing overlays."""
     h, w = size
-    view = np.asarray(cam.view).reshape(4, 4).T  # PyBullet matrices are column-major
-    proj = np.asarray(cam.projection).reshape(4, 4).T
-    pts = np.concatenate([np.asarray(points, dtype=np.float64), np.ones((len(points), 1))], axis=1)
-    clip = (proj @ view @ pts.T).T
-    ndc = clip[:, :3] / clip[:, 3:4]
-    u = (ndc[:, 0] + 1) / 2 * w
-    v = (1 - ndc[:, 1]) / 2 * h
-    return np.stack([u, v], axis=1)
+    uv, _ = image_coordinates(points, cam)
+    return np.stack([(uv[:, 0] + 1) / 2 * w, (uv[:, 1] + 1) / 2 * h], axis=1)

@@ -33,11 +33,15 @@ from gymnasium import spaces
 from vla_demo.config import SimConfig
 from vla_demo.constants import (
     ACTION_DIM,
+    COLOURS,
     FAMILIES,
     MAX_INSTRUCTION_CHARS,
+    MAX_OBJECTS,
+    OBJECT_LABEL_FIELDS,
     OBS_IMAGE_FRONT,
     OBS_IMAGE_WRIST,
     OBS_STATE,
+    SHAPES,
     STATE_DIM,
     TASK,
 )
@@ -230,6 +234,24 @@ class TabletopEnv(gym.Env):
         self._apply_goal(text, parsed.goal, parsed.reason)
         return parsed
 
+    def object_labels(self) -> np.ndarray:
+        """(MAX_OBJECTS * 7,) float32: each object's colour and shape and where the front and wrist
+        cameras see its centre now, rows of ``OBJECT_LABEL_FIELDS`` (labels for the auxiliary
+        object head of scripted datasets; empty slots have colour and shape -1)."""
+        view = self.world_view()
+        rows = np.zeros((MAX_OBJECTS, len(OBJECT_LABEL_FIELDS)), np.float32)
+        rows[:, :2] = -1
+        n = min(len(self.scene.objects), MAX_OBJECTS)
+        centres = view.positions[:n]
+        front, _ = camera.image_coordinates(centres, self._front)
+        wrist, seen = camera.image_coordinates(centres, self._wrist_matrices())
+        for i, obj in enumerate(self.scene.objects[:n]):
+            rows[i, :2] = list(COLOURS).index(obj.colour), SHAPES.index(obj.shape)
+        rows[:n, 2:4] = front
+        rows[:n, 4:6] = np.where(seen[:, None], wrist, 0.0)
+        rows[:n, 6] = seen
+        return rows.reshape(-1)
+
     def world_view(self) -> tasks.WorldView:
         """Privileged state for success checks and the scripted expert."""
         self._require_episode()
@@ -395,10 +417,12 @@ class TabletopEnv(gym.Env):
             TASK: self._instruction,
         }
         if self.config.wrist_camera:
-            hand = self._client.getLinkState(self._robot.body, rb.HAND_LINK, computeForwardKinematics=True)
-            cam = camera.wrist_matrices(self._client, hand[4], hand[5], self.config.image_size)
-            obs[OBS_IMAGE_WRIST] = camera.render(self._client, cam, self.config.image_size)
+            obs[OBS_IMAGE_WRIST] = camera.render(self._client, self._wrist_matrices(), self.config.image_size)
         return obs
+
+    def _wrist_matrices(self) -> camera.CameraMatrices:
+        hand = self._client.getLinkState(self._robot.body, rb.HAND_LINK, computeForwardKinematics=True)
+        return camera.wrist_matrices(self._client, hand[4], hand[5], self.config.image_size)
 
     def _info(self, view: tasks.WorldView | None = None, success: bool | None = None) -> dict[str, Any]:
         view = view or self.world_view()

@@ -130,7 +130,7 @@ def keeps_goal_labels(root) -> bool:
     dataset; a dataset the app recorded before it kept them keeps its columns."""
     from vla_demo.data import format as fmt
 
-    return not (root / fmt.INFO_PATH).exists() or GOAL_POSITIONS in fmt.read_info(root).get("features", {})
+    return fmt.keeps_column(root, GOAL_POSITIONS)
 
 
 def _pad_direction(pad: tuple[float, float, float, bool]) -> tuple:
