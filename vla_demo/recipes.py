@@ -65,6 +65,10 @@ DEFAULT_STEPS = 12000
 # where it stands. Over two training seeds each (2026-12-03, 50 episodes per family) the family means
 # rose from 65.8 / 64.4 / 51.0% (train / held-out phrasings / held-out combinations) to
 # 77.8 / 72.6 / 58.6%, stack most (model card, "A windowed text encoder").
+# Nor is the object head (``object_head``; its labels are in collections made since 2026-12-06, such
+# as ``default-demos-wrist-v4``, the v3 episodes plus ``object_labels``): on 2026-12-06 (seed 1) it
+# told same-colour objects apart better on trained colour-shape combinations (probe 59-67% -> 78-83%)
+# but new combinations fell from 86.8% to 69.2% family mean (model card, "An object head").
 DEFAULT_MODEL = {"keypoints": 16, "state_dropout": 0.15, "goal_head": True, "wrist": DEMO_WRIST, "text_window": 3}
 # The demonstrations are one fixed dataset whatever the training seed (``--seed`` changes the
 # initialisation and the batch order only, so seeds are compared on the same data).

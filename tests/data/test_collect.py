@@ -39,6 +39,9 @@ def test_object_labels_are_recorded_with_the_observation_they_describe():
     rose = labels[0, :, 3] - labels[-1, :, 3]  # front v (down): the picked object rose, the rest stayed
     assert (rose > 0.04).sum() == 1 and (np.abs(rose) < 0.01).sum() == 4
     assert labels[-1, rose.argmax(), 6] == 0  # held under the wrist camera, its centre leaves that image
+    plain, _ = run_demo(CollectJob("pick", "train", 5, 0.0, (32, 32), True))  # labelling changes nothing recorded
+    assert set(episode.frames) - set(plain.frames) == {"object_labels"}
+    assert all(np.array_equal(plain.frames[k], episode.frames[k]) for k in plain.frames)
 
 
 @pytest.mark.slow
