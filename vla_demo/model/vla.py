@@ -715,7 +715,7 @@ class VLAModel(nn.Module):
         rows of ``OBJECT_LABEL_FIELDS``."""
         rows = labels.view(labels.size(0), MAX_OBJECTS, len(OBJECT_LABEL_FIELDS))  # (B, M, 7)
         colour, shape = rows[..., 0].long(), rows[..., 1].long()  # (B, M), -1 in empty slots
-        losses, right, count = [], maps[0].sum() * 0.0, 0
+        losses, right, count = [], 0, 0
         for cam, (fmap, head) in enumerate(zip(maps, self.object_heads)):
             uv = rows[..., 2:4] if cam == 0 else rows[..., 4:6]  # (B, M, 2) in [-1, 1] over the image
             seen = (colour >= 0) & (rows[..., 6] > 0.5 if cam else True)  # (B, M)
@@ -725,11 +725,11 @@ class VLAModel(nn.Module):
             logits = head(feats.squeeze(-1).transpose(1, 2))[seen]  # (n, colours + shapes)
             nc = len(COLOURS)
             losses.append(F.cross_entropy(logits[:, :nc], colour[seen]) + F.cross_entropy(logits[:, nc:], shape[seen]))
-            right = right + (logits[:, nc:].argmax(-1) == shape[seen]).sum()
+            right += int((logits[:, nc:].argmax(-1) == shape[seen]).sum())
             count += int(seen.sum())
         if not losses:
             return sum(m.sum() for m in maps) * 0.0, torch.tensor(float("nan"))  # keeps the graph complete
-        return torch.stack(losses).mean(), right.detach() / count
+        return torch.stack(losses).mean(), torch.tensor(right / count)
 
     def loss(self, out: torch.Tensor, actions: torch.Tensor, is_pad: torch.Tensor | None = None,
              goal: torch.Tensor | None = None, goal_target: torch.Tensor | None = None,
