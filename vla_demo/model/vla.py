@@ -708,22 +708,31 @@ class VLAModel(nn.Module):
         bind = torch.stack(binds).mean() if binds else zero
         return ce, bind
 
-    def object_loss(self, maps: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Colour and shape cross-entropy of every labelled object in each camera, read from the
-        feature map (bilinearly) under the object's centre, and the share of shapes told right.
-        ``maps``: (B, C, h, w) per camera (front, then wrist); ``labels``: (B, MAX_OBJECTS * 7)
-        rows of ``OBJECT_LABEL_FIELDS``."""
+    def object_logits(self, maps: list[torch.Tensor], labels: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per camera (front, then wrist): the object head's colour-then-shape logits (B, M,
+        colours + shapes) read (bilinearly) from the feature map under each labelled object's
+        centre, and which of them count (B, M): a labelled slot, and for the wrist one it sees.
+        ``maps``: (B, C, h, w) per camera; ``labels``: (B, MAX_OBJECTS * 7) rows of ``OBJECT_LABEL_FIELDS``."""
         rows = labels.view(labels.size(0), MAX_OBJECTS, len(OBJECT_LABEL_FIELDS))  # (B, M, 7)
-        colour, shape = rows[..., 0].long(), rows[..., 1].long()  # (B, M), -1 in empty slots
-        losses, right, count = [], 0, 0
+        out = []
         for cam, (fmap, head) in enumerate(zip(maps, self.object_heads)):
             uv = rows[..., 2:4] if cam == 0 else rows[..., 4:6]  # (B, M, 2) in [-1, 1] over the image
-            seen = (colour >= 0) & (rows[..., 6] > 0.5 if cam else True)  # (B, M)
+            seen = (rows[..., 0] >= 0) & (rows[..., 6] > 0.5 if cam else True)  # (B, M)
+            feats = F.grid_sample(fmap, uv.unsqueeze(2), align_corners=False)  # (B, C, M, 1)
+            out.append((head(feats.squeeze(-1).transpose(1, 2)), seen))
+        return out
+
+    def object_loss(self, maps: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Colour and shape cross-entropy of every labelled object in each camera
+        (:meth:`object_logits`), and the share of shapes told right (NaN when none is labelled)."""
+        rows = labels.view(labels.size(0), MAX_OBJECTS, len(OBJECT_LABEL_FIELDS))  # (B, M, 7)
+        colour, shape = rows[..., 0].long(), rows[..., 1].long()  # (B, M), -1 in empty slots
+        nc = len(COLOURS)
+        losses, right, count = [], 0, 0
+        for logits, seen in self.object_logits(maps, labels):
             if not seen.any():
                 continue
-            feats = F.grid_sample(fmap, uv.unsqueeze(2), align_corners=False)  # (B, C, M, 1)
-            logits = head(feats.squeeze(-1).transpose(1, 2))[seen]  # (n, colours + shapes)
-            nc = len(COLOURS)
+            logits = logits[seen]  # (n, colours + shapes)
             losses.append(F.cross_entropy(logits[:, :nc], colour[seen]) + F.cross_entropy(logits[:, nc:], shape[seen]))
             right += int((logits[:, nc:].argmax(-1) == shape[seen]).sum())
             count += int(seen.sum())
