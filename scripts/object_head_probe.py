@@ -21,27 +21,24 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from vla_demo.constants import COLOURS, FAMILIES, HELDOUT_COMBOS, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, SHAPES, SPLITS, TASK
+from vla_demo.constants import (COLOURS, FAMILIES, HELDOUT_COMBOS, OBJECT_LABEL_FIELDS, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, SHAPES,
+                                SPLITS, TASK)
 from vla_demo.evaluate import episode_seeds, policy_env
-from vla_demo.policy import LanguageConditionedPolicy, fit_batch
+from vla_demo.policy import LanguageConditionedPolicy, prepare_images, prepare_state
 
 
 def first_frame_calls(policy: LanguageConditionedPolicy, obs: dict, labels) -> list[tuple[str, str, str]]:
     """(colour, shape, shape the head calls it) for every labelled object of one observation."""
     m = policy.model
     size = m.config.image_size
-
-    def image(key):
-        return fit_batch(torch.from_numpy(obs[key]).permute(2, 0, 1).float().div(255).unsqueeze(0), size)  # (1, 3, S, S)
-
+    images = prepare_images([obs[OBS_IMAGE_FRONT]], size)  # (1, 3, S, S), as predict() feeds the model
+    wrist = prepare_images([obs[OBS_IMAGE_WRIST]], size) if policy.needs_wrist else None
     enc = policy.tokenizer([obs[TASK]])
-    state = torch.from_numpy(obs[OBS_STATE]).unsqueeze(0)
-    wrist = image(OBS_IMAGE_WRIST) if policy.needs_wrist else None
     rows = torch.as_tensor(labels).unsqueeze(0)  # (1, MAX_OBJECTS * 7)
     with torch.no_grad():
-        maps = m(image(OBS_IMAGE_FRONT), enc.input_ids, enc.attention_mask, state, wrist=wrist)["feature_maps"]
+        maps = m(images, enc.input_ids, enc.attention_mask, prepare_state(obs[OBS_STATE], m.config.state_dim), wrist=wrist)["feature_maps"]
         logits, seen = m.object_logits(maps, rows)[0]  # the front camera: (1, M, colours + shapes), (1, M)
-    slots = rows.view(-1, 7)
+    slots = rows.view(-1, len(OBJECT_LABEL_FIELDS))
     calls = logits[0, :, len(COLOURS):].argmax(-1)
     names = list(COLOURS)
     return [(names[int(slots[i, 0])], SHAPES[int(slots[i, 1])], SHAPES[int(calls[i])]) for i in range(len(slots)) if seen[0, i]]
