@@ -156,3 +156,17 @@ def test_the_correction_loop_command_passes_its_options_on(monkeypatch, tmp_path
     main(["train", "--preset", "correction-loop", "--family", "stack", "--reuse-run", "RUN", "--handback", "7"])
     assert (seen["family"], seen["reuse"], seen["handback"], seen["seed"]) == ("stack", "RUN", 7, 0)
     assert "--handback 7" in seen["command"] and "| the report |" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("after, words", [(4, "+1 point,"), (3, "+0 points,"), (1, "-2 points,")])
+def test_the_loop_report_states_the_difference_in_points_with_its_interval(after, words):
+    from vla_demo.evaluate import difference_interval
+
+    fam = lambda k: {"episodes": 100, "successes": k, "success_rate": k / 100, "ci95": [0.0, 0.1]}  # noqa: E731
+    recorded = {"saved": 10, "intervention_frames": 186, "frames": 484}
+    report = recipes._loop_report("stack", {"families": {"stack": fam(3)}}, {"families": {"stack": fam(after)}}, recorded,
+                                  88.2, difference_interval)
+    assert f"Difference: {words} 95% CI" in report["markdown"]
+    lo, hi = report["difference_ci95"]
+    assert report["difference"] == pytest.approx((after - 3) / 100) and lo < report["difference"] < hi
+    assert "186 of 484 frames" in report["markdown"] and report["finetune_s"] == 88.2

@@ -300,9 +300,10 @@ def _loop_report(family: str, before: dict, after: dict, recorded: dict, finetun
     b, a = before["families"][family], after["families"][family]
     lo, hi = diff_ci(b["successes"], b["episodes"], a["successes"], a["episodes"])
     pct = lambda r: f"{100 * r['success_rate']:.0f}% [{100 * r['ci95'][0]:.0f}, {100 * r['ci95'][1]:.0f}]"  # noqa: E731
+    points = round(100 * (a["success_rate"] - b["success_rate"]))
     md = (f"| {family} ({CORRECTION_SHARE:.0%} of its demonstrations) | episodes | success [95% CI] |\n|---|---|---|\n"
           f"| before corrections | {b['episodes']} | {pct(b)} |\n| after {recorded['saved']} corrected episodes | {a['episodes']} | {pct(a)} |\n\n"
-          f"Difference: {100 * (a['success_rate'] - b['success_rate']):+.0f} points, 95% CI [{100 * lo:+.0f}, {100 * hi:+.0f}] "
+          f"Difference: {points:+d} point{'' if abs(points) == 1 else 's'}, 95% CI [{100 * lo:+.0f}, {100 * hi:+.0f}] "
           f"(Newcombe). Corrections: {recorded['intervention_frames']} of {recorded['frames']} frames driven by the scripted "
           f"operator; fine-tune {finetune_s:.0f} s.\n")
     return {"family": family, "share": CORRECTION_SHARE, "before": b, "after": a, "recorded": recorded,
