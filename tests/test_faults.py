@@ -27,7 +27,7 @@ from pathlib import Path
 import pytest
 
 from tests.app_process import REPO, AppProcess
-from tests.serving import serve, wait_for
+from tests.serving import newest, serve, wait_for
 from tests.ui.conftest import assets  # noqa: F401 (fixture: a tiny base checkpoint and a 'reach' dataset)
 from vla_demo.data.edit import check
 from vla_demo.data.reader import DatasetReader
@@ -41,10 +41,18 @@ SAVED = re.compile(r"saved episode (\d+) \((\d+) frames")
 # ----------------------------------------------------------------------------- helpers
 
 
+def connect(url: str):
+    """A client that leaves the live frames on the server: these tests read the status line only, and a
+    client that downloads every frame can fall behind (see ``tests.serving.newest``)."""
+    from gradio_client import Client
+
+    return Client(url, verbose=False, download_files=False)
+
+
 def buffered(stream) -> int:
-    """Frames in the session's episode buffer, as the live status line shows them."""
-    outputs = stream.outputs()
-    found = REC.search(outputs[-1][1]) if outputs else None
+    """Frames in the session's episode buffer, as the newest live status line shows them."""
+    update = newest(stream, 3)
+    found = REC.search(update[1]) if update else None
     return int(found.group(1)) if found else -1
 
 
@@ -79,14 +87,12 @@ def started_saving(root: Path, e: int) -> bool:
 
 
 def test_kill_9_during_recording_keeps_every_saved_episode(tmp_path, tiny_policy_dir, record_property):
-    from gradio_client import Client
-
     root = tmp_path / "data"
     ds = root / "datasets" / "faults"
     saved: dict[int, int] = {}
     with AppProcess(root, tmp_path / "app1.log", policy=tiny_policy_dir) as app:
         app.wait_ready()
-        client = Client(app.url, verbose=False)
+        client = connect(app.url)
         stream = start_recording(client, "faults")
         for _ in range(2):
             assert wait_for(lambda: buffered(stream) >= 4, 120)
@@ -103,7 +109,7 @@ def test_kill_9_during_recording_keeps_every_saved_episode(tmp_path, tiny_policy
 
     with AppProcess(root, tmp_path / "app2.log", policy=tiny_policy_dir) as app:
         app.wait_ready()
-        client = Client(app.url, verbose=False)
+        client = connect(app.url)
         stream = start_recording(client, "faults")
         assert wait_for(lambda: buffered(stream) >= 3, 120)
         index, frames = save(client, "faults")  # the restarted app appends (the dead process's lock is gone)
@@ -124,7 +130,7 @@ def test_kill_9_during_recording_keeps_every_saved_episode(tmp_path, tiny_policy
 
     with AppProcess(root, tmp_path / "app3.log", policy=tiny_policy_dir) as app:
         app.wait_ready()
-        client = Client(app.url, verbose=False)
+        client = connect(app.url)
         stream = start_recording(client, "faults")
         assert wait_for(lambda: buffered(stream) >= 2, 120)
         index, frames = save(client, "faults")
@@ -179,8 +185,6 @@ def _wider_config(path: Path) -> None:
 
 
 def test_corrupt_or_mismatched_checkpoint_keeps_the_running_policy(tmp_path, tiny_policy_dir):
-    from gradio_client import Client
-
     from vla_demo.ui.app import make_context
 
     ctx = make_context(str(tiny_policy_dir), tmp_path / "data", camera_size=64, display_size=128)
@@ -193,7 +197,7 @@ def test_corrupt_or_mismatched_checkpoint_keeps_the_running_policy(tmp_path, tin
     }
     good = _version(reg, tiny_policy_dir, lambda p: None)
     demo, url = serve(ctx)
-    client = Client(url, verbose=False)
+    client = connect(url)
     try:
         assert "on default" in client.predict(3, "reach", 2, "", api_name="/reset")
         stream = client.submit(api_name="/live_stream")
@@ -238,8 +242,6 @@ def _job_pid(ctx, job_id: str) -> int:
 
 
 def test_crashed_finetune_is_reported_and_the_stream_goes_on(tmp_path, assets):  # noqa: F811
-    from gradio_client import Client
-
     from vla_demo.ui import finetune_tab
     from vla_demo.ui.app import make_context
 
@@ -249,7 +251,7 @@ def test_crashed_finetune_is_reported_and_the_stream_goes_on(tmp_path, assets): 
     os.symlink(tiny, root / "datasets" / "tiny")
     ctx = make_context(str(base), root, camera_size=64, display_size=128)
     demo, url = serve(ctx)
-    client = Client(url, verbose=False)
+    client = connect(url)
     try:
         assert "new scene" in client.predict(4, "reach", 2, "", api_name="/reset")
         stream = client.submit(api_name="/live_stream")
@@ -365,15 +367,13 @@ def small_disk(tmp_path, monkeypatch, record_property):
 
 
 def test_full_disk_during_recording_keeps_earlier_data_and_the_buffer(small_disk, tiny_policy_dir, monkeypatch):
-    from gradio_client import Client
-
     from vla_demo.data import format as fmt
     from vla_demo.ui.app import make_context
 
     ctx = make_context(str(tiny_policy_dir), small_disk.root / "data", camera_size=64, display_size=128)
     ds = small_disk.root / "data" / "datasets" / "full"
     demo, url = serve(ctx)
-    client = Client(url, verbose=False)
+    client = connect(url)
     try:
         stream = start_recording(client, "full")
         assert wait_for(lambda: buffered(stream) >= 4, 120)
@@ -441,14 +441,12 @@ threading.Event().wait()  # until killed
 
 
 def test_client_that_disconnects_mid_stream_frees_its_session(tiny_policy_dir, tmp_path, monkeypatch):
-    from gradio_client import Client
-
     from vla_demo.ui.app import make_context
 
     monkeypatch.setenv("GRADIO_HEARTBEAT_INTERVAL", "1")  # as app.py sets it (5 s), shorter for the test
     ctx = make_context(str(tiny_policy_dir), tmp_path / "data", camera_size=64, display_size=128)
     demo, url = serve(ctx)
-    stayer = Client(url, verbose=False)
+    stayer = connect(url)
     leaver = subprocess.Popen([sys.executable, "-c", textwrap.dedent(CLIENT_SCRIPT.format(url=url))], cwd=REPO,
                               stdout=subprocess.PIPE, text=True)
     try:

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from tests.serving import serve, wait_for
+from tests.serving import newest, serve, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -70,8 +70,8 @@ def test_live_controls_stream_and_record_round_trip(app):
     assert wait_for(lambda: session._t >= 4)
     assert "EMERGENCY STOP" in client.predict(api_name="/estop")
     t = session._t
-    assert wait_for(lambda: job.outputs()[-1][1].startswith("E-STOP"))  # the stream goes on...
-    assert session._t == t and os.path.isfile(job.outputs()[-1][0])  # ...and the arm does not
+    assert wait_for(lambda: (u := newest(job, 3)) is not None and u[1].startswith("E-STOP"))  # the stream goes on...
+    assert session._t == t and os.path.isfile(newest(job, 3)[0])  # ...and the arm does not
     assert len(session.history) == t and wait_for(lambda: plot.outputs() and shows(plot.outputs()[-1], session.action_chart()))
     assert client.predict(api_name="/pause") == "paused"
     msg, summary, table = client.predict("success", "client-ds", "carol", api_name="/record_save")
@@ -93,10 +93,11 @@ def test_live_controls_stream_and_record_round_trip(app):
 
 
 def shows(path: str, image: np.ndarray) -> bool:
-    """Is the (lossless PNG) file at ``path`` exactly ``image``? (The action chart follows the steps.)"""
+    """Is the (lossless PNG) file at ``path`` exactly ``image``? (The action chart follows the steps; a
+    failed download shows up as a list holding the exception, see ``tests.serving.newest``.)"""
     from PIL import Image
 
-    return os.path.isfile(path) and np.array_equal(np.asarray(Image.open(path).convert("RGB")), image)
+    return isinstance(path, str) and os.path.isfile(path) and np.array_equal(np.asarray(Image.open(path).convert("RGB")), image)
 
 
 def test_probe_webcam_and_jobs_endpoints(app, tmp_path):
