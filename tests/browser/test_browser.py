@@ -3,7 +3,9 @@
 Load the page, type an instruction, run and see frames update, take over with the keyboard,
 record an episode and find it on disk, fine-tune on it and see the new version hot-swapped in, two
 tabs with independent sims, and the webcam path fed a clip generated here (through a canvas stream
-in place of getUserMedia, not Chromium's fake-device flags). Screenshots go to assets/readme/ for the README.
+in place of getUserMedia, not Chromium's fake-device flags). Screenshots go to a temporary folder, or
+to assets/readme/ for the README with ``VLA_DEMO_README_SHOTS=1`` (a plain test run leaves the
+tracked images alone: re-rendered, they differ by pixel noise only).
 """
 
 from __future__ import annotations
@@ -17,13 +19,26 @@ import pytest
 from tests.serving import serve, wait_for
 
 CHROMIUM = "/usr/bin/chromium"
-SHOTS = Path(__file__).resolve().parents[2] / "assets" / "readme"
+README_SHOTS = Path(__file__).resolve().parents[2] / "assets" / "readme"
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 if not os.path.exists(CHROMIUM):
     pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (.ci/run installs it with apt-get)",
                 allow_module_level=True)
 playwright = pytest.importorskip("playwright.sync_api", reason="browser tests need playwright (requirements-dev.txt)")
+
+
+@pytest.fixture(scope="module")
+def shots(tmp_path_factory) -> Path:
+    """Where the screenshots go (see the module docstring)."""
+    folder = README_SHOTS if os.environ.get("VLA_DEMO_README_SHOTS") == "1" else tmp_path_factory.mktemp("shots")
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def screenshot(page, path: Path) -> None:
+    page.screenshot(path=str(path))
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +75,7 @@ def open_page(browser, url):
     return page
 
 
-def test_live_page_runs_takes_over_and_records(app, browser):
+def test_live_page_runs_takes_over_and_records(app, browser, shots):
     ctx, url = app
     page = open_page(browser, url)
     box = page.get_by_label("Instruction")
@@ -77,8 +92,7 @@ def test_live_page_runs_takes_over_and_records(app, browser):
     assert wait_for(lambda: session._t >= 15)
     drawn = chart.get_attribute("src")
     assert wait_for(lambda: chart.get_attribute("src") != drawn, 30)  # the action chart follows the steps
-    SHOTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(SHOTS / "live.png"))
+    screenshot(page, shots / "live.png")
 
     # take over with the keyboard (typing in a text box must not move the arm)
     page.get_by_label("shared").check()
@@ -108,7 +122,7 @@ def test_live_page_runs_takes_over_and_records(app, browser):
     assert r.episode_columns(0)["intervention"].any()
     page.get_by_role("button", name="Refresh").click()
     page.get_by_text("1 episodes").wait_for(timeout=30_000)
-    page.screenshot(path=str(SHOTS / "record.png"))
+    screenshot(page, shots / "record.png")
     # close the loop: fine-tune on the recorded episode, evaluate before/after, hot-swap
     page.get_by_role("tab", name="Fine-tune").click()
     page.get_by_role("button", name="Refresh lists").click()
@@ -120,7 +134,7 @@ def test_live_page_runs_takes_over_and_records(app, browser):
     page.get_by_role("button", name="Start fine-tune").click()
     assert wait_for(lambda: ctx.registry.active != parent, 300), ctx.jobs.jobs()
     page.get_by_text("registered and activated").first.wait_for(timeout=60_000)
-    page.screenshot(path=str(SHOTS / "finetune.png"))
+    screenshot(page, shots / "finetune.png")
     page.get_by_role("tab", name="Live").click()
     page.get_by_role("button", name="Reset scene").click()
     assert wait_for(lambda: session.version == ctx.registry.active)  # new episodes run the new version
