@@ -57,6 +57,25 @@ def test_the_correction_loop_can_redo_its_corrections_and_fine_tune_on_an_earlie
     with pytest.raises(ValueError, match="not a correction-loop run of 'pick'"):
         recipes.correction_loop("pick", command="test", reuse=run)
 
+    # A control: the same variant fine-tuned on given episodes (here clean demonstrations), nothing recorded.
+    clean = tmp_path / "datasets" / "clean-reach"
+    collect(clean, episodes=3, families=("reach",), progress=False, workers=1, wrist=recipes.DEMO_WRIST, seed=5)
+    datasets = set((tmp_path / "datasets").iterdir())
+    out = recipes.correction_loop("reach", command="test", episodes=2, reuse=run, finetune_steps=3, new_episodes=clean)
+    control = json.loads((out / "report.json").read_text())
+    lengths = [DatasetReader(clean).episode(e)["length"] for e in range(3)]
+    assert control["recorded"] == {"saved": 3, "successes": 3, "intervention_frames": 0, "frames": sum(lengths),
+                                   "dataset": str(clean), "source": "clean-reach"}
+    assert set((tmp_path / "datasets").iterdir()) == datasets  # no corrections were recorded
+    assert control["recipe"]["new_episodes"] == "given" and control["recipe"]["corrections"] == str(clean)
+    assert control["recipe"]["finetune_steps"] == 3 and control["recipe"]["handback"] is None
+    assert "after 3 episodes of `clean-reach`" in control["markdown"] and "0 of" in control["markdown"]
+    assert len(list(run.glob("report-*.json"))) == 2  # the corrections' report was kept
+    with pytest.raises(ValueError, match="not a LeRobot dataset"):  # refused before anything runs
+        recipes.correction_loop("reach", command="test", reuse=run, new_episodes=tmp_path / "nothing")
+    with pytest.raises(ValueError, match="finetune_steps"):
+        recipes.correction_loop("reach", command="test", reuse=run, finetune_steps=0)
+
 
 class Trained(Exception):
     """Raised in place of training: carries the TrainConfig a recipe would have trained."""
@@ -155,7 +174,11 @@ def test_the_correction_loop_command_passes_its_options_on(monkeypatch, tmp_path
     monkeypatch.setattr(recipes, "correction_loop", loop)
     main(["train", "--preset", "correction-loop", "--family", "stack", "--reuse-run", "RUN", "--handback", "7"])
     assert (seen["family"], seen["reuse"], seen["handback"], seen["seed"]) == ("stack", "RUN", 7, 0)
+    assert (seen["new_episodes"], seen["finetune_steps"]) == (None, recipes.FINETUNE_STEPS)
     assert "--handback 7" in seen["command"] and "| the report |" in capsys.readouterr().out
+    main(["train", "--preset", "correction-loop", "--family", "stack", "--reuse-run", "RUN", "--new-episodes", "DEMOS",
+          "--finetune-steps", "800"])
+    assert (seen["reuse"], seen["new_episodes"], seen["finetune_steps"]) == ("RUN", "DEMOS", 800)
 
 
 @pytest.mark.parametrize("after, words", [(4, "+1 point,"), (3, "+0 points,"), (1, "-2 points,")])

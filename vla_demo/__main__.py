@@ -80,8 +80,12 @@ def _add_train(sub) -> None:
                    help="default: the shipped policy's recipe (collect its data if missing, train, write "
                         "assets/policies/default); correction-loop: the correction-loop experiment on --family")
     p.add_argument("--family", choices=FAMILIES, default="place", help="the family the correction-loop starves")
-    p.add_argument("--reuse-run", default=None, help="correction-loop: take the variant and corrections of this earlier "
-                                                      "run folder and redo only the fine-tune and the evaluations")
+    p.add_argument("--reuse-run", default=None, help="correction-loop: take the variant of this earlier run folder as it "
+                                                      "is; record the corrections, fine-tune and evaluate again")
+    p.add_argument("--new-episodes", default=None, metavar="DATASET",
+                   help="correction-loop: fine-tune on this dataset in place of recording corrections (a control)")
+    p.add_argument("--finetune-steps", type=int, default=None, help="correction-loop: fine-tune steps "
+                                                                     "(default: the app's, 400)")
     p.add_argument("--handback", type=int, default=0, help="correction-loop: the scripted operator gives control back "
                                                             "after driving this many steps (0: it drives to the end)")
     p.add_argument("--data", nargs="+", default=None, help="LeRobot dataset folders to mix")
@@ -228,7 +232,8 @@ def cmd_train(args) -> int:
         path = recipes.default_policy(command=command, steps=args.steps, seed=seed)
     elif args.preset == "correction-loop":
         path = recipes.correction_loop(args.family, command=command, steps=args.steps, seed=seed, reuse=args.reuse_run,
-                                       handback=args.handback)
+                                       handback=args.handback, new_episodes=args.new_episodes,
+                                       finetune_steps=args.finetune_steps or recipes.FINETUNE_STEPS)
         print((path / "report.md").read_text(encoding="utf-8"))
     else:
         if not args.data:

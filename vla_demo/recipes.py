@@ -234,7 +234,7 @@ def fine_tune(init_from: str | Path, new: list[str | Path], replay: list[str | P
 
 def correction_loop(family: str, command: str, steps: int | None = None, seed: int = 0,
                     episodes: int = 100, reuse: str | Path | None = None, finetune_steps: int = FINETUNE_STEPS,
-                    handback: int = 0) -> Path:
+                    handback: int = 0, new_episodes: str | Path | None = None) -> Path:
     """Run the correction-loop experiment for ``family``; returns the run folder with ``report.json``
     and ``report.md`` (before/after success with 95% intervals and the difference's interval).
 
@@ -244,13 +244,19 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     as ``report-<time>.json``). For changing the correction or fine-tune recipe without retraining.
     ``handback``: the operator gives control back after driving that many steps (0: it drives to
     the end of the episode; :class:`~vla_demo.correction.CorrectorConfig`).
+    ``new_episodes``: fine-tune on this dataset in place of recording corrections (a control: clean
+    demonstrations, or episodes an operator recorded otherwise), everything else the same.
     """
     from vla_demo.config import TrainConfig
     from vla_demo.correction import CorrectorConfig, record_corrections
     from vla_demo.evaluate import difference_interval, evaluate
     from vla_demo.train import train
 
-    corrector = CorrectorConfig(handback=handback)  # refuse a bad setting before 30 minutes of training
+    corrector = CorrectorConfig(handback=handback)  # refuse bad settings before 30 minutes of training
+    if finetune_steps < 1:
+        raise ValueError(f"finetune_steps must be >= 1, got {finetune_steps}")
+    if new_episodes is not None:
+        given = episodes_summary(new_episodes)
     demos = default_demos()
     shares = {family: CORRECTION_SHARE}
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -263,8 +269,11 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
         if not (demos / "meta" / "info.json").exists():
             raise FileNotFoundError(f"{demos} is missing: the reused variant's demonstrations are also the fine-tune's replay")
         run, variant = _reused_run(Path(reuse), family)
-    corrections = data_root() / "datasets" / f"corrections-{family}-{stamp}"
-    recorded = record_corrections(variant, family, CORRECTION_EPISODES, corrections, seed=seed, config=corrector)
+    if new_episodes is None:
+        corrections = data_root() / "datasets" / f"corrections-{family}-{stamp}"
+        recorded = record_corrections(variant, family, CORRECTION_EPISODES, corrections, seed=seed, config=corrector)
+    else:
+        corrections, recorded = Path(new_episodes), given
     eval_kw = dict(split="train", episodes_per_family=episodes, seed=seed + 1, families=(family,), baselines=False,
                    two_candidates=False)
     before = evaluate(str(variant), **eval_kw)
@@ -275,7 +284,9 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     after = evaluate(str(tuned), **eval_kw)
     report = _loop_report(family, before, after, recorded, finetune_s, difference_interval)
     report["recipe"] = {"finetune_steps": finetune_steps, "finetune_lr": FINETUNE_LR, "own_action_weight": OWN_ACTION_WEIGHT,
-                        "handback": handback, "operator_follow_m": corrector.follow,
+                        "handback": None if new_episodes is not None else handback,
+                        "operator_follow_m": None if new_episodes is not None else corrector.follow,
+                        "new_episodes": "given" if new_episodes is not None else "recorded by the scripted operator",
                         "variant": str(variant), "corrections": str(corrections), "finetune": str(tuned), "command": command}
     from vla_demo.data import format as fmt
 
@@ -284,6 +295,27 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     fmt.write_json(run / "report.json", report)
     (run / "report.md").write_text(report["markdown"], encoding="utf-8")
     return run
+
+
+def episodes_summary(dataset: str | Path) -> dict[str, Any]:
+    """What a correction recording's summary says (saved, successes, intervention frames, frames),
+    counted from a dataset on disk; raises ValueError when it is not a readable dataset with episodes."""
+    import numpy as np
+
+    from vla_demo.constants import INTERVENTION
+    from vla_demo.data.reader import DatasetReader
+
+    dataset = Path(dataset)
+    if not (dataset / "meta" / "info.json").exists():
+        raise ValueError(f"{dataset} is not a LeRobot dataset (no meta/info.json)")
+    reader = DatasetReader(dataset)
+    if reader.num_episodes == 0:
+        raise ValueError(f"{dataset} holds no episodes")
+    rows = [reader.episode(e) for e in range(reader.num_episodes)]
+    flags = [reader.episode_columns(e).get(INTERVENTION) for e in range(reader.num_episodes)]
+    return {"saved": len(rows), "successes": sum(bool(r.get("success")) for r in rows),
+            "intervention_frames": int(sum(np.count_nonzero(f) for f in flags if f is not None)),
+            "frames": int(sum(r["length"] for r in rows)), "dataset": str(dataset), "source": dataset.name}
 
 
 def _reused_run(run: Path, family: str) -> tuple[Path, Path]:
@@ -301,11 +333,15 @@ def _loop_report(family: str, before: dict, after: dict, recorded: dict, finetun
     lo, hi = diff_ci(b["successes"], b["episodes"], a["successes"], a["episodes"])
     pct = lambda r: f"{100 * r['success_rate']:.0f}% [{100 * r['ci95'][0]:.0f}, {100 * r['ci95'][1]:.0f}]"  # noqa: E731
     points = round(100 * (a["success_rate"] - b["success_rate"]))
+    share = f"{recorded['intervention_frames']} of {recorded['frames']} frames"
+    if "source" in recorded:  # a control: episodes given to the loop, not recorded by it
+        what, frames = f"episodes of `{recorded['source']}`", f"New episodes: {share} flagged `intervention`"
+    else:
+        what, frames = "corrected episodes", f"Corrections: {share} driven by the scripted operator"
     md = (f"| {family} ({CORRECTION_SHARE:.0%} of its demonstrations) | episodes | success [95% CI] |\n|---|---|---|\n"
-          f"| before corrections | {b['episodes']} | {pct(b)} |\n| after {recorded['saved']} corrected episodes | {a['episodes']} | {pct(a)} |\n\n"
+          f"| before corrections | {b['episodes']} | {pct(b)} |\n| after {recorded['saved']} {what} | {a['episodes']} | {pct(a)} |\n\n"
           f"Difference: {points:+d} point{'' if abs(points) == 1 else 's'}, 95% CI [{100 * lo:+.0f}, {100 * hi:+.0f}] "
-          f"(Newcombe). Corrections: {recorded['intervention_frames']} of {recorded['frames']} frames driven by the scripted "
-          f"operator; fine-tune {finetune_s:.0f} s.\n")
+          f"(Newcombe). {frames}; fine-tune {finetune_s:.0f} s.\n")
     return {"family": family, "share": CORRECTION_SHARE, "before": b, "after": a, "recorded": recorded,
             "difference": a["success_rate"] - b["success_rate"], "difference_ci95": [lo, hi],
             "finetune_s": round(finetune_s, 1), "markdown": md}
