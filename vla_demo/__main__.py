@@ -233,7 +233,7 @@ def cmd_train(args) -> int:
     elif args.preset == "correction-loop":
         path = recipes.correction_loop(args.family, command=command, steps=args.steps, seed=seed, reuse=args.reuse_run,
                                        handback=args.handback, new_episodes=args.new_episodes,
-                                       finetune_steps=args.finetune_steps or recipes.FINETUNE_STEPS)
+                                       finetune_steps=recipes.FINETUNE_STEPS if args.finetune_steps is None else args.finetune_steps)
         print((path / "report.md").read_text(encoding="utf-8"))
     else:
         if not args.data:

@@ -255,8 +255,7 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     corrector = CorrectorConfig(handback=handback)  # refuse bad settings before 30 minutes of training
     if finetune_steps < 1:
         raise ValueError(f"finetune_steps must be >= 1, got {finetune_steps}")
-    if new_episodes is not None:
-        given = episodes_summary(new_episodes)
+    given = None if new_episodes is None else episodes_summary(new_episodes)  # a control's episodes, counted
     demos = default_demos()
     shares = {family: CORRECTION_SHARE}
     stamp = time.strftime("%Y%m%d-%H%M%S")
@@ -269,7 +268,7 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
         if not (demos / "meta" / "info.json").exists():
             raise FileNotFoundError(f"{demos} is missing: the reused variant's demonstrations are also the fine-tune's replay")
         run, variant = _reused_run(Path(reuse), family)
-    if new_episodes is None:
+    if given is None:
         corrections = data_root() / "datasets" / f"corrections-{family}-{stamp}"
         recorded = record_corrections(variant, family, CORRECTION_EPISODES, corrections, seed=seed, config=corrector)
     else:
@@ -284,9 +283,9 @@ def correction_loop(family: str, command: str, steps: int | None = None, seed: i
     after = evaluate(str(tuned), **eval_kw)
     report = _loop_report(family, before, after, recorded, finetune_s, difference_interval)
     report["recipe"] = {"finetune_steps": finetune_steps, "finetune_lr": FINETUNE_LR, "own_action_weight": OWN_ACTION_WEIGHT,
-                        "handback": None if new_episodes is not None else handback,
-                        "operator_follow_m": None if new_episodes is not None else corrector.follow,
-                        "new_episodes": "given" if new_episodes is not None else "recorded by the scripted operator",
+                        "handback": handback if given is None else None,
+                        "operator_follow_m": corrector.follow if given is None else None,
+                        "new_episodes": "recorded by the scripted operator" if given is None else "given",
                         "variant": str(variant), "corrections": str(corrections), "finetune": str(tuned), "command": command}
     from vla_demo.data import format as fmt
 
