@@ -278,6 +278,21 @@ def test_a_wrist_camera_policy_needs_and_uses_the_wrist_image(tok, tmp_path):
     env.close()
 
 
+def test_a_wrist_size_policy_resizes_the_wrist_image_to_its_own_size(tok, tmp_path):
+    from vla_demo.constants import OBS_IMAGE_WRIST
+
+    policy = LanguageConditionedPolicy.build("default", tokenizer=tok, seed=0, wrist=True, wrist_size=16, **TINY)
+    a = policy.predict(image(), "lift the cube", wrist=image(1)).chunk  # a 64 px wrist image, shrunk to 16
+    assert not np.allclose(a, policy.predict(image(), "lift the cube", wrist=image(2)).chunk)
+    loaded = LanguageConditionedPolicy.from_pretrained(policy.save_pretrained(tmp_path / "ckpt"))
+    assert loaded.model.config.wrist_image_size == 16
+    np.testing.assert_array_equal(loaded.predict(image(), "lift the cube", wrist=image(1)).chunk, a)
+    batch = {OBS_IMAGE_FRONT: torch.rand(2, 3, 32, 32), OBS_IMAGE_WRIST: torch.rand(2, 3, 32, 32), TASK: ["lift the cube", "touch the ball"],
+             "action": torch.zeros(2, 4, 7), "action_is_pad": torch.zeros(2, 4, dtype=torch.bool)}
+    loss, _ = policy.forward(batch)  # the wrist batch is fitted to 16 px
+    assert torch.isfinite(loss)
+
+
 def test_forward_supervises_word_roles_from_the_instructions(tok, tmp_path):
     policy = LanguageConditionedPolicy.build("default", tokenizer=tok, seed=0, keypoints=2, word_roles=True, role_binding=True, **TINY)
     batch = {OBS_IMAGE_FRONT: torch.rand(3, 3, 32, 32), TASK: ["stack the red cube on the blue can", "dance", "lift the ball"],

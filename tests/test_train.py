@@ -279,5 +279,8 @@ def test_train_cli_wrist_trains_on_both_cameras_and_refuses_front_only_data(demo
     out = tmp_path / "wrist"
     assert main(["train", "--data", str(both), "--out", str(out), "--steps", "2", "--batch-size", "4", "--wrist"]) == 0
     assert LanguageConditionedPolicy.from_pretrained(out / "policy").needs_wrist
+    small = train(config(str(both), tmp_path / "small", steps=2, warmup_steps=0, batch_size=4, val_fraction=0.0,
+                         model_overrides={**TINY, "wrist": True, "wrist_size": 16}))  # the wrist served at 16 px
+    assert LanguageConditionedPolicy.from_pretrained(small).model.config.wrist_image_size == 16
     assert main(["train", "--data", demos, "--out", str(tmp_path / "no"), "--steps", "2", "--wrist"]) == 2
     assert "observation.images.wrist" in capsys.readouterr().err

@@ -186,7 +186,8 @@ def bench_train(repeats: int = 10, batch: int = 32) -> list[Row]:
         batch_ = {"observation.images.front": torch.rand(batch, 3, size, size, generator=g), "task": ["pick up the red cube"] * batch,
                   "observation.state": torch.randn(batch, 7, generator=g), "action": torch.randn(batch, m.config.chunk_size, 7, generator=g) * 0.01}
         if policy.needs_wrist:
-            batch_["observation.images.wrist"] = torch.rand(batch, 3, size, size, generator=g)
+            ws = m.config.wrist_image_size
+            batch_["observation.images.wrist"] = torch.rand(batch, 3, ws, ws, generator=g)
         opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
 
         def step(p=policy, o=opt, b=batch_):

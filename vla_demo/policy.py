@@ -227,7 +227,7 @@ class LanguageConditionedPolicy:
             raise ValueError("this policy also needs the wrist camera's image (an env made with wrist_camera=True); "
                              "the webcam and front-only sims cannot drive it")
         images = prepare_images([image], m.config.image_size)
-        hand = prepare_images([wrist], m.config.image_size) if self.needs_wrist else None
+        hand = prepare_images([wrist], m.config.wrist_image_size) if self.needs_wrist else None
         enc = self.tokenizer([instruction])
         st = prepare_state(state, m.config.state_dim)
         res = m(images, enc.input_ids, enc.attention_mask, st, need_weights=return_attention, wrist=hand)
@@ -283,7 +283,7 @@ class LanguageConditionedPolicy:
         if self.needs_wrist:
             if OBS_IMAGE_WRIST not in batch:
                 raise ValueError(f"this policy also sees the wrist camera: the batch needs {OBS_IMAGE_WRIST!r}")
-            hand = fit_batch(batch[OBS_IMAGE_WRIST], m.config.image_size)
+            hand = fit_batch(batch[OBS_IMAGE_WRIST], m.config.wrist_image_size)
         enc = self.tokenizer(list(batch[TASK]))
         ids = word_dropout(enc.input_ids, enc.attention_mask, self.tokenizer.unk_id, word_drop, generator)
         res = (module or m)(images, ids, enc.attention_mask, batch.get(OBS_STATE), wrist=hand)

@@ -351,11 +351,11 @@ def train(cfg, progress=None, stop=None) -> Path:
     splits = [cap_episodes(keep_family_share(r, tr, cfg.fractions_for(i), cfg.seed), va, cfg.max_episodes_for(i), cfg.seed)
               for i, (r, (tr, va)) in enumerate(zip(readers, splits, strict=True))]
     policy = _make_policy(cfg, probe)
-    size = policy.model.config.image_size
-    wrist = OBS_IMAGE_WRIST if policy.needs_wrist else None
-    train_views = [TrainingView(r, cfg.chunk_size, image_size=size, cache_budget_mb=cfg.cache_budget_mb, episodes=tr, wrist_key=wrist)
+    mc = policy.model.config
+    cams = dict(image_size=mc.image_size, wrist_key=OBS_IMAGE_WRIST if policy.needs_wrist else None, wrist_size=mc.wrist_image_size)
+    train_views = [TrainingView(r, cfg.chunk_size, cache_budget_mb=cfg.cache_budget_mb, episodes=tr, **cams)
                    for r, (tr, _) in zip(readers, splits, strict=True)]
-    val_views = [TrainingView(r, cfg.chunk_size, image_size=size, cache_budget_mb=256, episodes=va, wrist_key=wrist)
+    val_views = [TrainingView(r, cfg.chunk_size, cache_budget_mb=256, episodes=va, **cams)
                  for r, (_, va) in zip(readers, splits, strict=True) if va]
     _prefill(train_views, stop, show=rank == 0)
     model = policy.model

@@ -7,6 +7,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 import torch
@@ -168,6 +169,19 @@ def test_the_wrist_camera_is_served_when_asked_for_and_cached_apart(tmp_path):
     assert both.cache_bytes == 2 * sum(LENGTHS) * FRAME_BYTES  # two cameras, each episode once
     with pytest.raises(ValueError, match="no wrist camera"):
         TrainingView(tmp_path / "ds", wrist_key="observation.images.side")
+
+
+def test_the_wrist_camera_has_a_size_of_its_own(tmp_path):
+    root = write_dataset(tmp_path / "ds", sim_features((SIZE, SIZE), wrist=True))
+    view = TrainingView(root, chunk_size=4, image_size=24, wrist_key=OBS_IMAGE_WRIST, wrist_size=16)
+    item = view[2]
+    assert item[OBS_IMAGE_FRONT].shape == (3, 24, 24) and item[OBS_IMAGE_WRIST].shape == (3, 16, 16)
+    want = cv2.resize(255 - image_of(2), (16, 16), interpolation=cv2.INTER_AREA).astype(np.float32)
+    assert np.abs(item[OBS_IMAGE_WRIST].numpy().transpose(1, 2, 0) * 255 - want).max() <= 1
+    view.prefill(workers=1)
+    assert view.cache_bytes == sum(LENGTHS) * (24 * 24 + 16 * 16) * 3  # each camera at its own size
+    with pytest.raises(ValueError, match="wrist_size"):
+        TrainingView(root, wrist_key=OBS_IMAGE_WRIST, wrist_size=0)
 
 
 def test_negative_and_out_of_range_indices(view):

@@ -441,6 +441,25 @@ def test_wrist_camera_adds_its_tokens_and_changes_the_prediction(tok):
         tiny(tok, wrist=True, vision="patch", patch_size=8)
 
 
+def test_a_smaller_wrist_image_gives_the_wrist_fewer_tokens(tok):
+    model = build_model(tiny(tok, wrist=True, keypoints=3, image_size=64, wrist_size=32)).eval()
+    images, ids, mask, state = inputs(tok, size=64)
+    hand = torch.rand(3, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        res = model(images, ids, mask, state, need_weights=True, wrist=hand)
+        other = model(images, ids, mask, state, wrist=hand.flip(-1))["out"]
+    front, wrist = (64 // 16) ** 2 + 3, (32 // 16) ** 2 + 3  # grid tokens + keypoints per camera
+    assert res["layout"]["wrist"] == (2 + front, 2 + front + wrist)
+    assert res["attention"][0].shape[-1] == 2 + front + wrist + ids.size(1)
+    assert not torch.allclose(res["out"], other)
+    with pytest.raises(ValueError, match=r"wrist images shaped \(3, 3, 32, 32\)"):
+        model(images, ids, mask, state, wrist=torch.rand(3, 3, 64, 64))  # the front camera's size
+    assert model.config.wrist_image_size == 32 and tiny(tok, wrist=True).wrist_image_size == 32  # 0: image_size
+    for bad, match in (({"wrist_size": 32}, "needs wrist"), ({"wrist": True, "wrist_size": 40}, "multiple of 16")):
+        with pytest.raises(ValueError, match=match):
+            tiny(tok, **bad)
+
+
 def test_front_only_models_keep_their_parameters(tok):
     names = set(build_model(tiny(tok, keypoints=2)).state_dict())
     assert not any(n.startswith("wrist") for n in names)

@@ -47,6 +47,7 @@ class TrainingView(torch.utils.data.Dataset):
         image_key: the camera feature (named after ``key_map``) served as ``observation.images.front``.
         wrist_key: a second camera feature served as ``observation.images.wrist`` (None: none).
         image_size: resize frames to ``image_size`` x ``image_size`` (cv2.INTER_AREA); None keeps them.
+        wrist_size: the same for the wrist camera (None: ``image_size``).
         cache_budget_mb: upper bound of the decoded-frame cache (uint8, already resized).
         key_map: ``{dataset key: our key}`` renames applied before validation, e.g.
             ``{"robot.command": "action"}``. A mapped key hides a dataset key of the same name.
@@ -61,16 +62,17 @@ class TrainingView(torch.utils.data.Dataset):
     def __init__(self, root: str | Path | DatasetReader, chunk_size: int = 8, image_key: str = OBS_IMAGE_FRONT,
                  image_size: int | None = None, cache_budget_mb: float = 2048,
                  key_map: dict[str, str] | None = None, action_dim: int = 7, episodes: list[int] | None = None,
-                 wrist_key: str | None = None):
-        if chunk_size < 1 or action_dim < 1 or (image_size is not None and image_size < 1):
-            raise ValueError(f"chunk_size ({chunk_size}), action_dim ({action_dim}) and image_size "
-                             f"({image_size}) must be positive")
+                 wrist_key: str | None = None, wrist_size: int | None = None):
+        if chunk_size < 1 or action_dim < 1 or any(s is not None and s < 1 for s in (image_size, wrist_size)):
+            raise ValueError(f"chunk_size ({chunk_size}), action_dim ({action_dim}), image_size ({image_size}) "
+                             f"and wrist_size ({wrist_size}) must be positive")
         # A reader may be shared: views of one dataset (a run's training and validation splits)
         # then read its episode table once (2,000 small parquet files take seconds to open).
         self.reader = root if isinstance(root, DatasetReader) else DatasetReader(root)
         root = self.reader.root
         self.chunk_size, self.action_dim = chunk_size, action_dim
         self.image_key, self.wrist_key, self.image_size = image_key, wrist_key, image_size
+        self._sizes = {image_key: image_size, wrist_key: wrist_size or image_size}  # camera -> side, None: as stored
         self.cache_budget_bytes = int(cache_budget_mb * BYTES_PER_MB)
         self.key_map = dict(key_map or {})
         self.features, self._source = rename_features(self.reader.features, self.key_map)
@@ -210,7 +212,8 @@ class TrainingView(torch.utils.data.Dataset):
             for cam in cameras:
                 if (k, cam) in self._cache:
                     continue
-                h, w = (self.image_size, self.image_size) if self.image_size else self.features[cam]["shape"][:2]
+                size = self._sizes[cam]
+                h, w = (size, size) if size else self.features[cam]["shape"][:2]
                 total += int(length) * h * w * 3
                 if total > self.cache_budget_bytes:
                     return keys
@@ -218,7 +221,7 @@ class TrainingView(torch.utils.data.Dataset):
         return keys
 
     def _load(self, k: int, camera: str) -> np.ndarray:
-        return resize_frames(self._decode(self.episodes[k], camera), self.image_size)
+        return resize_frames(self._decode(self.episodes[k], camera), self._sizes[camera])
 
     def _decode(self, e: int, camera: str) -> np.ndarray:
         source = self._source.get(camera, camera)

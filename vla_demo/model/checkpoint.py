@@ -29,7 +29,7 @@ def default_card(policy) -> str:
         f"# vla-demo policy ({c.preset})",
         "",
         f"- parameters: {policy.num_parameters():,}",
-        f"- vision: {c.vision}, image {c.image_size} px; text: {c.text}; fusion d{c.d_model}, "
+        f"- vision: {c.vision}, image {c.image_size} px{f', wrist {c.wrist_image_size} px' if c.wrist else ''}; text: {c.text}; fusion d{c.d_model}, "
         f"{c.n_heads} heads, {c.n_layers} layers; head: {c.head}, chunk {c.chunk_size}",
         "- produced by: created programmatically (no training run recorded)",
         "",

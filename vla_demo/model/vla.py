@@ -1,7 +1,7 @@
 """VLAModel: vision tokens + instruction tokens fused by a Transformer, read out by an action head.
 
     image (B,3,H,W) --vision encoder--> visual tokens (B,N,d) --FiLM(instruction)--+
-    [wrist image (B,3,H,W) --its own conv stem--> (B,N,d) --FiLM(instruction)------+]  (config.wrist)
+    [wrist image (B,3,W,W) --its own conv stem--> (B,Nw,d) --FiLM(instruction)-----+]  (config.wrist)
     instruction ids (B,T) --text encoder--> word tokens (B,T,d), sentence (B,d) ----+
     state (B,7) or None --linear / learned "no state"--> state token (B,1,d) -------+
                                                                                     v
@@ -55,6 +55,9 @@ class ModelConfig:
             (and its own keypoints when ``keypoints`` > 0) whose tokens join the front camera's.
             The hand's camera shows the object relative to the fingers, which the front camera
             resolves poorly along its depth axis.
+        wrist_size: side of the square wrist image (0: ``image_size``). The hand's camera sees the
+            objects large and near, and its stem, keypoints and tokens cost about as much as the
+            front camera's at the same size, so it can see fewer pixels: (wrist_size/16)^2 tokens.
         patch_size: ViT patch side for ``patch``.
         fine_stem: the front camera's conv stem reaches stride 4 in two steps (a 3x3 stride-2 conv,
             then a 2x2 stride-2 one) instead of one 4x4 stride-4 patch projection. At 96 px an
@@ -129,6 +132,7 @@ class ModelConfig:
     chunk_size: int = 8
     vision: str = "conv"
     wrist: bool = False
+    wrist_size: int = 0
     patch_size: int = 16
     fine_stem: bool = False
     coordconv: bool = True
@@ -183,6 +187,9 @@ class ModelConfig:
         require(self.keypoints == 0 or self.vision == "conv", "keypoints need the conv vision encoder")
         require(not self.keypoint_conjunction or self.keypoints, "keypoint_conjunction needs keypoints")
         require(not self.wrist or self.vision == "conv", "the wrist camera needs the conv vision encoder")
+        require(self.wrist_size == 0 or (16 <= self.wrist_size <= 512 and self.wrist_size % 16 == 0),
+                f"wrist_size must be 0 (image_size) or a multiple of 16 in 16..512, got {self.wrist_size}")
+        require(not self.wrist_size or self.wrist, "wrist_size needs wrist")
         require(not self.fine_stem or self.vision == "conv", "fine_stem needs the conv vision encoder")
         require(self.vision != "hf" or self.vision_spec is not None, "vision='hf' needs a vision_spec")
         require(self.text != "hf" or self.text_spec is not None, "text='hf' needs a text_spec")
@@ -194,6 +201,11 @@ class ModelConfig:
         require(not self.role_binding or self.word_roles, "role_binding needs word_roles (its labels)")
         require(not self.object_head or self.keypoints, "object_head needs keypoints (it reads their feature map)")
         require(0.0 <= self.object_weight <= 100.0, f"object_weight must be in 0..100, got {self.object_weight}")
+
+    @property
+    def wrist_image_size(self) -> int:
+        """Side of the square wrist image the model sees."""
+        return self.wrist_size or self.image_size
 
     @classmethod
     def from_preset(cls, name: str, **overrides: Any) -> ModelConfig:
@@ -503,9 +515,9 @@ class VLAModel(nn.Module):
         self.keypoints = self._keypoints(vision_encoder)
         self.wrist_vision = self.wrist_keypoints = self.wrist_pos = None
         if cfg.wrist:  # the hand's camera: its own stem, keypoints and positions (its view is unlike the front's)
-            self.wrist_vision = ConvStem(cfg.image_size, d, cfg.coordconv)
+            self.wrist_vision = ConvStem(cfg.wrist_image_size, d, cfg.coordconv)
             self.wrist_keypoints = self._keypoints(self.wrist_vision)
-            self.wrist_pos = nn.Parameter(torch.zeros(1, n_vis, d))
+            self.wrist_pos = nn.Parameter(torch.zeros(1, (cfg.wrist_image_size // 16) ** 2, d))
         self.readout = nn.Parameter(torch.zeros(1, 1, d))
         self.state_proj = nn.Linear(cfg.state_dim, d)
         self.no_state = nn.Parameter(torch.zeros(1, 1, d))
@@ -571,14 +583,15 @@ class VLAModel(nn.Module):
         vis, kp_pos, kp_att, fmap = self._camera(self.vision, self.keypoints, self.vis_pos, images, words, text_mask, film, values)  # (B, N + K, d)
         aux = {"words": words, "keypoint_words": [] if kp_att is None else [kp_att], "feature_maps": [fmap]}
         if self.wrist_vision is not None:
-            if wrist is None or wrist.shape != images.shape:
+            ws = self.config.wrist_image_size
+            if wrist is None or tuple(wrist.shape) != (B, images.size(1), ws, ws):
                 got = None if wrist is None else tuple(wrist.shape)
-                raise ValueError(f"this model also sees the wrist camera: pass wrist images shaped like the front ones {tuple(images.shape)}, got {got}")
+                raise ValueError(f"this model also sees the wrist camera: pass wrist images shaped {(B, images.size(1), ws, ws)}, got {got}")
             hand, _, hand_att, hand_map = self._camera(self.wrist_vision, self.wrist_keypoints, self.wrist_pos, wrist, words, text_mask, film, values)
             if hand_att is not None:
                 aux["keypoint_words"].append(hand_att)
             aux["feature_maps"].append(hand_map)
-            vis = torch.cat([vis, hand], dim=1)  # (B, 2 (N + K), d)
+            vis = torch.cat([vis, hand], dim=1)  # (B, N + K + N_wrist + K, d)
         if state is None:
             st = self.no_state.expand(B, -1, -1)
         else:
@@ -628,7 +641,7 @@ class VLAModel(nn.Module):
 
         Args:
             images: (B, 3, H, W) float in [0, 1], H = W = ``config.image_size``.
-            wrist: the wrist camera's images, shaped like ``images`` (only for ``config.wrist``).
+            wrist: the wrist camera's images (B, 3, wrist_image_size, wrist_image_size) (only for ``config.wrist``).
             ids, text_mask: (B, T) token ids and bool mask (True on real tokens).
             state: (B, state_dim) in physical units, or None.
             need_weights: also return per-layer attention (B, heads, S, S) and token layout.
@@ -645,7 +658,7 @@ class VLAModel(nn.Module):
         goal = self.goal_head(h, kp_pos) if self.goal_head is not None else None  # (B, 6), normalised
         n_vis = self.grid[0] * self.grid[1]
         per_camera = n_vis + self.config.keypoints
-        t0 = 2 + per_camera * (2 if self.wrist_vision is not None else 1)
+        t0 = 2 + per_camera + (self.wrist_pos.size(1) + self.config.keypoints if self.wrist_vision is not None else 0)
         layout = {"state": 1, "vision": (2, 2 + n_vis), "keypoints": (2 + n_vis, 2 + per_camera),
                   "wrist": (2 + per_camera, t0), "language": (t0, t0 + ids.size(1))}
         roles = None
