@@ -13,7 +13,7 @@ README = REPO / "README.md"
 TARGETS = {"model card": REPO / "assets" / "policies" / "default" / "README.md",
            "experiment log": REPO / "docs" / "experiments.md"}
 # (model card, "Section title") or (experiment log, "Section title"), possibly across a line break
-POINTER = re.compile(r"(model card|experiment log),\s+\"([^\"]+)\"")
+POINTER = re.compile(r"(model card|experiment log),\s+\"([^\"]+)\"", re.IGNORECASE)
 SECTION = re.compile(r"[Ss]ection,?\s+\"([^\"]+)\"")  # (section "Title"): in the same document or the other
 LINK = re.compile(r"\]\(([^)#:\s]+)(?:#[^)]*)?\)")
 
@@ -27,7 +27,7 @@ def headings(path: Path) -> list[str]:
 
 
 def pointers(path: Path) -> list[tuple[str, str]]:
-    return [(m.group(1), m.group(2)) for m in POINTER.finditer(flat(path))]
+    return [(m.group(1).lower(), m.group(2)) for m in POINTER.finditer(flat(path))]
 
 
 def test_the_readme_points_at_both_documents():
