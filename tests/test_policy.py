@@ -283,6 +283,9 @@ def test_a_wrist_size_policy_resizes_the_wrist_image_to_its_own_size(tok, tmp_pa
 
     policy = LanguageConditionedPolicy.build("default", tokenizer=tok, seed=0, wrist=True, wrist_size=16, **TINY)
     a = policy.predict(image(), "lift the cube", wrist=image(1)).chunk  # a 64 px wrist image, shrunk to 16
+    pred = policy.predict(image(), "lift the cube", wrist=image(1), return_attention=True)
+    np.testing.assert_allclose(pred.chunk, a, atol=1e-5)  # the explicit attention path computes the same
+    assert pred.attention.image.shape[-2:] == policy.model.grid  # the front camera's map, whatever the wrist's size
     assert not np.allclose(a, policy.predict(image(), "lift the cube", wrist=image(2)).chunk)
     loaded = LanguageConditionedPolicy.from_pretrained(policy.save_pretrained(tmp_path / "ckpt"))
     assert loaded.model.config.wrist_image_size == 16
