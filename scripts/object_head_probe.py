@@ -32,7 +32,7 @@ def first_frame_calls(policy: LanguageConditionedPolicy, obs: dict, labels) -> l
     m = policy.model
     size = m.config.image_size
     images = prepare_images([obs[OBS_IMAGE_FRONT]], size)  # (1, 3, S, S), as predict() feeds the model
-    wrist = prepare_images([obs[OBS_IMAGE_WRIST]], size) if policy.needs_wrist else None
+    wrist = prepare_images([obs[OBS_IMAGE_WRIST]], m.config.wrist_image_size) if policy.needs_wrist else None
     enc = policy.tokenizer([obs[TASK]])
     rows = torch.as_tensor(labels).unsqueeze(0)  # (1, MAX_OBJECTS * 7)
     with torch.no_grad():

@@ -20,7 +20,7 @@ def object_head_policy(tmp_path_factory):
 
     path = tmp_path_factory.mktemp("objects") / "policy"
     LanguageConditionedPolicy.build("default", image_size=32, d_model=32, n_heads=2, n_layers=1, head_hidden=32, keypoints=2,
-                                    wrist=True, object_head=True).save_pretrained(path)
+                                    wrist=True, wrist_size=16, object_head=True).save_pretrained(path)  # wrist smaller than the front
     return path
 
 
