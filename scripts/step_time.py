@@ -20,7 +20,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from vla_demo.constants import ACTION, GOAL_POSITIONS, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, TASK
+from vla_demo.bench import training_step
 from vla_demo.policy import LanguageConditionedPolicy
 from vla_demo.recipes import DEFAULT_MODEL
 
@@ -42,22 +42,7 @@ def variant(text: str) -> tuple[str, dict[str, Any]]:
 def stepper(overrides: dict[str, Any], batch: int, seed: int = 0) -> tuple[Callable[[], None], int]:
     """One training step of the default model with ``overrides`` on a fixed batch, and its parameter count."""
     policy = LanguageConditionedPolicy.build("default", seed=seed, **{**DEFAULT_MODEL, **overrides})
-    m = policy.model.train()
-    c, g = m.config, torch.Generator().manual_seed(seed)
-    b = {OBS_IMAGE_FRONT: torch.rand(batch, 3, c.image_size, c.image_size, generator=g), TASK: ["pick up the red cube"] * batch,
-         OBS_STATE: torch.randn(batch, c.state_dim, generator=g), ACTION: torch.randn(batch, c.chunk_size, c.action_dim, generator=g) * 0.01,
-         GOAL_POSITIONS: torch.randn(batch, 6, generator=g)}
-    if c.wrist:
-        b[OBS_IMAGE_WRIST] = torch.rand(batch, 3, c.wrist_image_size, c.wrist_image_size, generator=g)
-    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-
-    def step() -> None:
-        loss, _ = policy.forward(b)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
-
-    return step, policy.num_parameters()
+    return training_step(policy, batch, torch.Generator().manual_seed(seed), goals=True), policy.num_parameters()
 
 
 def measure(variants: dict[str, dict[str, Any]], batch: int, repeats: int) -> list[dict[str, Any]]:

@@ -181,21 +181,7 @@ def bench_train(repeats: int = 10, batch: int = 32) -> list[Row]:
     values: dict[str, tuple[float, str]] = {}
     for preset in ("default", "reference"):
         policy = LanguageConditionedPolicy.build(preset, **(DEFAULT_MODEL if preset == "default" else {}))
-        m = policy.model.train()
-        size = m.config.image_size
-        batch_ = {"observation.images.front": torch.rand(batch, 3, size, size, generator=g), "task": ["pick up the red cube"] * batch,
-                  "observation.state": torch.randn(batch, 7, generator=g), "action": torch.randn(batch, m.config.chunk_size, 7, generator=g) * 0.01}
-        if policy.needs_wrist:
-            ws = m.config.wrist_image_size
-            batch_["observation.images.wrist"] = torch.rand(batch, 3, ws, ws, generator=g)
-        opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
-
-        def step(p=policy, o=opt, b=batch_):
-            loss, _ = p.forward(b)
-            o.zero_grad()
-            loss.backward()
-            o.step()
-
+        step = training_step(policy, batch, g)
         values[f"train.samples_per_s.{preset}"] = (batch / float(np.median(durations_s(step, repeats, 2))), "samples/s")
     rows = make_rows(values, "train.samples_per_s.reference")
     with tempfile.TemporaryDirectory(prefix="vla_bench_") as tmp:
@@ -208,6 +194,32 @@ def bench_train(repeats: int = 10, batch: int = 32) -> list[Row]:
         seconds = time.perf_counter() - t
     rows.append({"name": "train.finetune_10_episodes_s", "value": round(seconds, 2), "unit": "s", "reference": None, "ratio": None})
     return rows
+
+
+def training_step(policy, batch: int, g, goals: bool = False) -> Callable[[], None]:
+    """One training step (forward, backward, AdamW) of ``policy`` on a fixed random batch of size
+    ``batch`` drawn from generator ``g``: each camera at its own size, and goal labels when ``goals``."""
+    import torch
+
+    from vla_demo.constants import ACTION, GOAL_POSITIONS, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, TASK
+
+    m = policy.model.train()
+    c = m.config
+    b = {OBS_IMAGE_FRONT: torch.rand(batch, 3, c.image_size, c.image_size, generator=g), TASK: ["pick up the red cube"] * batch,
+         OBS_STATE: torch.randn(batch, 7, generator=g), ACTION: torch.randn(batch, c.chunk_size, 7, generator=g) * 0.01}
+    if policy.needs_wrist:
+        b[OBS_IMAGE_WRIST] = torch.rand(batch, 3, c.wrist_image_size, c.wrist_image_size, generator=g)
+    if goals:
+        b[GOAL_POSITIONS] = torch.randn(batch, 6, generator=g)
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
+
+    def step() -> None:
+        loss, _ = policy.forward(b)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+
+    return step
 
 
 def bench_app(repeats: int = 60, sessions: int = 4) -> list[Row]:
