@@ -116,8 +116,9 @@ def test_topping_up_the_demonstrations_never_repeats_a_scene(monkeypatch, tmp_pa
     tried: list[int] = []
     held = {"n": 0}
 
-    def fake_collect(out, episodes, seed, noise, detour, wrist):
-        assert (noise, detour, wrist) == (recipes.DEMO_NOISE, recipes.DEMO_DETOUR, recipes.DEMO_WRIST)
+    def fake_collect(out, episodes, seed, noise, detour, wrist, shape_rival):
+        assert (noise, detour, wrist, shape_rival) == (recipes.DEMO_NOISE, recipes.DEMO_DETOUR, recipes.DEMO_WRIST,
+                                                       recipes.DEMO_SHAPE_RIVAL)
         seeds = [col.collection_seed(seed, held["n"] + i) for i in range(episodes)]  # as collect() numbers them
         assert not set(seeds) & set(tried), "a top-up repeated a scene"
         tried.extend(seeds)

@@ -41,6 +41,8 @@ def _add_collect(sub) -> None:
     p.add_argument("--noise", type=float, default=0.3, help="executed-action noise, fraction of the limits")
     p.add_argument("--detour", type=float, default=0.0,
                    help="per-step probability of a deliberate excursion with the hand low (the label stays the expert's recovery)")
+    p.add_argument("--shape-rival", type=float, default=0.0,
+                   help="share of scenes that also hold an object of the target's colour in another shape")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: up to 2 cores)")
     p.add_argument("--size", type=int, default=128, help="camera image height and width")
     p.add_argument("--wrist", action="store_true", help="also record the wrist camera")
@@ -162,7 +164,7 @@ def cmd_collect(args) -> int:
 
     summary = collect(args.out, args.episodes, tuple(args.families), args.split, args.seed, args.noise,
                       args.workers, (args.size, args.size), args.wrist, args.keep_failed,
-                      detour=args.detour)
+                      detour=args.detour, shape_rival=args.shape_rival)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -9,7 +9,7 @@ import pytest
 
 from vla_demo.__main__ import main
 from vla_demo.data import edit
-from vla_demo.data.collect import CollectJob, collect, collection_seed, run_demo
+from vla_demo.data.collect import CollectJob, _has_rival, collect, collection_seed, run_demo
 from vla_demo.data.reader import DatasetReader
 from vla_demo.data.torch_dataset import TrainingView
 from vla_demo.evaluate import episode_seeds
@@ -42,6 +42,30 @@ def test_object_labels_are_recorded_with_the_observation_they_describe():
     plain, _ = run_demo(CollectJob("pick", "train", 5, 0.0, (32, 32), True))  # labelling changes nothing recorded
     assert set(episode.frames) - set(plain.frames) == {"object_labels"}
     assert all(np.array_equal(plain.frames[k], episode.frames[k]) for k in plain.frames)
+
+
+def test_a_shape_rival_episode_records_two_objects_of_one_colour():
+    job = CollectJob("pick", "train", 5, 0.0, (32, 32), False, objects=True, shape_rival=True)
+    episode, ok = run_demo(job)
+    first = episode.frames["object_labels"].reshape(len(episode), 5, 7)[0]  # (MAX_OBJECTS, fields)
+    colours, shapes = first[first[:, 0] >= 0, 0], first[first[:, 0] >= 0, 1]
+    assert ok and len(colours) > len(set(colours.tolist()))
+    pairs = {(int(c), int(s)) for c, s in zip(colours, shapes)}
+    assert len(pairs) == len(colours)  # the rival shares the colour, not the shape
+
+
+def test_shape_rival_share_is_per_episode_and_reproducible():
+    seeds = [collection_seed(0, i) for i in range(4000)]
+    drawn = [_has_rival(s, 0.5) for s in seeds]
+    assert 0.45 < np.mean(drawn) < 0.55
+    assert drawn == [_has_rival(s, 0.5) for s in seeds]  # the same episodes on every call
+    assert not any(_has_rival(s, 0.0) for s in seeds) and all(_has_rival(s, 1.0) for s in seeds)
+
+
+def test_collect_refuses_a_shape_rival_share_outside_0_1_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="shape_rival"):
+        collect(tmp_path / "demos", episodes=1, shape_rival=1.5, progress=False)
+    assert not (tmp_path / "demos").exists()
 
 
 @pytest.mark.slow

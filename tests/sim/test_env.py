@@ -182,6 +182,13 @@ def test_reset_options_choose_family_objects_and_split(env, family):
     assert target.combo in HELDOUT_COMBOS
 
 
+def test_shape_rival_option_puts_the_targets_colour_in_another_shape_in_the_scene(env):
+    _, info = env.reset(seed=5, options={"family": "pick", "n_objects": 2, "shape_rival": True})
+    target = env.scene.objects[info["target"]["index"]]
+    others = [o for i, o in enumerate(env.scene.objects) if i != info["target"]["index"]]
+    assert [o.colour for o in others] == [target.colour] and others[0].shape != target.shape
+
+
 def test_given_instruction_is_parsed_and_grounded(env):
     env.reset(seed=0, options={"family": "pick"})
     name = env.scene.objects[0].name

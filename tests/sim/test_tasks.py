@@ -156,6 +156,30 @@ def test_two_candidates_adds_a_same_shape_rival():
         assert len(same_shape) >= 2
 
 
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("split", ["train", "heldout-combos"])
+def test_shape_rival_adds_the_targets_colour_in_another_shape(family, split):
+    fam = tasks.get_family(family)
+    for seed in range(40):
+        scene, goal, _ = fam.sample(np.random.default_rng(seed), split, 2, shape_rival=True)
+        rivals = [i for i in scene.find(goal.target.colour, None) if scene.objects[i].shape != goal.target.shape]
+        assert rivals, (family, seed, scene.objects)
+        assert len({o.combo for o in scene.objects}) == len(scene.objects)  # still one object per name
+        if split == "train":
+            assert not {o.combo for o in scene.objects} & HELDOUT_COMBOS
+
+
+def test_options_that_are_off_leave_the_scene_stream_unchanged():
+    """Collections and evaluations made before ``shape_rival`` existed keep their scenes."""
+    fam = tasks.get_family("stack")
+    for seed in range(20):
+        plain = fam.sample(np.random.default_rng(seed), "train", 4)
+        off = fam.sample(np.random.default_rng(seed), "train", 4, two_candidates=False, shape_rival=False)
+        assert plain == off
+        rival = fam.sample(np.random.default_rng(seed), "train", 4, shape_rival=True)
+        assert rival[1] == plain[1]  # the target is drawn first, before any rival
+
+
 def test_sampled_objects_do_not_overlap():
     for seed in range(50):
         rng = np.random.default_rng(seed)

@@ -34,6 +34,7 @@ class CollectJob:
     wrist: bool
     detour: float = 0.0
     objects: bool = False  # also record ``object_labels``
+    shape_rival: bool = False  # the scene holds an object of the target's colour in another shape
 
 
 def collection_seed(seed: int, i: int) -> int:
@@ -53,7 +54,8 @@ def run_demo(job: CollectJob):
     if job.objects:
         expert = _LabellingExpert(expert, env, rows.setdefault(OBJECT_LABELS, []))
     tasks, success = [], False
-    for rec in rollout(env, expert, seed=job.seed, options={"family": job.family, "split": job.split}):
+    options = {"family": job.family, "split": job.split, "shape_rival": job.shape_rival}
+    for rec in rollout(env, expert, seed=job.seed, options=options):
         for k in keys:
             rows[k].append(rec.observation[k])
         rows[OBS_STATE].append(rec.observation[OBS_STATE])
@@ -101,11 +103,15 @@ def collect(
     progress: bool = True,
     detour: float = 0.0,
     objects: bool = True,
+    shape_rival: float = 0.0,
 ) -> dict[str, Any]:
     """Record ``episodes`` scripted demonstrations (families in turn) into the dataset at ``out``.
 
     ``noise`` and ``detour`` perturb the executed actions (see :class:`~vla_demo.sim.expert.ScriptedExpert`).
     ``objects`` also records ``object_labels`` (not into a dataset created without them).
+    ``shape_rival`` is the share of episodes whose scene also holds an object of the target's
+    colour in another shape (drawn per episode from its own stream, so the scenes of the others
+    are the ones a collection without rivals samples).
 
     Returns a summary: saved, failed, frames, seconds and frames per second.
     """
@@ -118,18 +124,20 @@ def collect(
 
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
-    if noise < 0 or not 0.0 <= detour <= 1.0:  # checked here too, before the dataset is opened
-        raise ValueError(f"noise must be >= 0 and detour a probability in 0..1, got noise={noise}, detour={detour}")
+    if noise < 0 or not 0.0 <= detour <= 1.0 or not 0.0 <= shape_rival <= 1.0:  # checked before the dataset is opened
+        raise ValueError(f"noise must be >= 0, detour and shape_rival probabilities in 0..1, got noise={noise}, "
+                         f"detour={detour}, shape_rival={shape_rival}")
     check_split(split)
     for f in families:
         get_family(f)
     workers = workers or min(2, os.cpu_count() or 1)
-    note = f"Scripted-expert demonstrations: families {', '.join(families)}, split `{split}`, action noise {noise}, detour probability {detour}."
+    note = (f"Scripted-expert demonstrations: families {', '.join(families)}, split `{split}`, action noise {noise}, "
+            f"detour probability {detour}" + (f", same-colour rival in {shape_rival:.0%} of scenes." if shape_rival else "."))
     objects = objects and keeps_column(Path(out), OBJECT_LABELS)
     with DatasetWriter.held(out, sim_features(image_size, wrist, goals=True, objects=objects), SimConfig().control_hz, card_note=note) as writer:
         start = writer.num_episodes
         jobs = [CollectJob(families[i % len(families)], split, collection_seed(seed, start + i), noise, tuple(image_size), wrist,
-                           detour, objects) for i in range(episodes)]
+                           detour, objects, _has_rival(collection_seed(seed, start + i), shape_rival)) for i in range(episodes)]
         saved = failed = frames = 0
         t0 = time.perf_counter()
         bar = tqdm(total=episodes, desc=f"collect -> {Path(out).name}", unit="ep", disable=not progress)
@@ -146,6 +154,12 @@ def collect(
     seconds = time.perf_counter() - t0
     return {"saved": saved, "failed": failed, "frames": frames, "seconds": round(seconds, 2),
             "frames_per_s": round(frames / seconds, 1) if seconds else 0.0, "dataset": str(root)}
+
+
+def _has_rival(episode_seed: int, share: float) -> bool:
+    """Whether an episode's scene gets a same-colour rival: a draw of its own, keyed by the
+    episode's seed, so it does not depend on the batch the episode was collected in."""
+    return share > 0 and np.random.default_rng([episode_seed, 0x51AE]).random() < share
 
 
 def _results(jobs: list[CollectJob], workers: int):

@@ -179,18 +179,25 @@ class TaskFamily:
 
     # -- sampling ---------------------------------------------------------------------------
     def sample(
-        self, rng: np.random.Generator, split: str, n_objects: int, two_candidates: bool = False
+        self, rng: np.random.Generator, split: str, n_objects: int, two_candidates: bool = False,
+        shape_rival: bool = False,
     ) -> tuple[sc.SceneSpec, Goal, str]:
-        """Sample (scene, goal, instruction) for one episode of this family."""
+        """Sample (scene, goal, instruction) for one episode of this family.
+
+        ``two_candidates`` adds an object of the target's shape in another colour (the evaluation's
+        language test); ``shape_rival`` one of the target's colour in another shape, so only the
+        shape word tells the two apart. Neither draws from ``rng`` when off: scenes sampled without
+        them are the same as before they existed.
+        """
         combos = target_combos(split, self.name)
         target = combos[int(rng.integers(len(combos)))]
         required = [target]
         required += self.extra_objects(rng, split, target)
         seen = scene_combos(split)
         if two_candidates:
-            rivals = [(c, target[1]) for c in COLOURS if c != target[0]]
-            rivals = [r for r in rivals if r in seen and r not in required]
-            required.append(rivals[int(rng.integers(len(rivals)))])
+            required += _rival(rng, [(c, target[1]) for c in COLOURS if c != target[0]], seen, required)
+        if shape_rival:
+            required += _rival(rng, [(target[0], s) for s in SHAPES if s != target[1]], seen, required)
         n_objects = max(n_objects, len(required))
         pool = [c for c in seen if c not in required and not self.confusable(c, required)]
         order = rng.permutation(len(pool))
@@ -229,6 +236,14 @@ class TaskFamily:
     # -- success ----------------------------------------------------------------------------
     def success(self, rg: ResolvedGoal, view: WorldView) -> bool:
         raise NotImplementedError
+
+
+def _rival(rng: np.random.Generator, options: list[tuple[str, str]], seen: list[tuple[str, str]],
+           required: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """One of ``options`` that the split's scenes may hold and the scene does not hold yet (none
+    if there is no such combination)."""
+    options = [r for r in options if r in seen and r not in required]
+    return [options[int(rng.integers(len(options)))]] if options else []
 
 
 def fill_template(template: str, goal: Goal, rng: np.random.Generator | None = None) -> str:
