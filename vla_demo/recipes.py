@@ -46,6 +46,10 @@ DEMO_WRIST = True
 # Share of demonstration scenes with an object of the target's colour in another shape (collect
 # ``shape_rival``). 0 in the shipped data, where such a rival stands by chance in about a third of
 # scenes and the first-frame target estimate finds the named object in 67% of them (99% without).
+# 0.5 (2026-12-07, seed 1) found it in 91-92% on trained combinations and took held-out stack from
+# 68% to 80%, but new combinations fell from 86.8% to 66.4% family mean: every rival is a trained
+# combination, so it learnt the trained pairs, not shape (experiment log, "Demonstrations with a
+# same-colour rival").
 DEMO_SHAPE_RIVAL = 0.0
 # 12,000 steps, not 8,000 (2026-12-04, training seed 1, the same data and evaluation scenes): family
 # means 81.2 / 77.6 / 54.8% -> 86.0 / 84.8 / 65.6% (train / held-out phrasings / held-out
