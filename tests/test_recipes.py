@@ -194,3 +194,10 @@ def test_the_loop_report_states_the_difference_in_points_with_its_interval(after
     lo, hi = report["difference_ci95"]
     assert report["difference"] == pytest.approx((after - 3) / 100) and lo < report["difference"] < hi
     assert "186 of 484 frames" in report["markdown"] and report["finetune_s"] == 88.2
+
+
+def test_the_cards_recipe_line_names_a_rival_share_only_when_there_is_one(monkeypatch):
+    line = recipes._demos_recipe()
+    assert line == "action noise 0.3, detour probability 0.0, cameras: front and wrist"  # as the shipped card says
+    monkeypatch.setattr(recipes, "DEMO_SHAPE_RIVAL", 0.5)
+    assert "a same-colour rival in 50% of scenes" in recipes._demos_recipe()

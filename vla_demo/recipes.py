@@ -152,9 +152,8 @@ def default_policy(command: str, steps: int | None = None, seed: int = DEFAULT_S
                       **DEFAULT_TRAIN)
     path = train(cfg)
     card = (path / "README.md").read_text(encoding="utf-8")
-    card += (f"\n## Recipe\n\n- demonstrations: {want} scripted episodes ({episodes_per_family} per family, action noise "
-             f"{DEMO_NOISE}, detour probability {DEMO_DETOUR}"
-             + (f", a same-colour rival in {DEMO_SHAPE_RIVAL:.0%} of scenes" if DEMO_SHAPE_RIVAL else "") + ", cameras: front" + (" and wrist" if DEMO_WRIST else " only") + f"); this run collected {max(0, want - have)} of them in {collect_s / 60:.1f} min"
+    card += (f"\n## Recipe\n\n- demonstrations: {want} scripted episodes ({episodes_per_family} per family, "
+             f"{_demos_recipe()}); this run collected {max(0, want - have)} of them in {collect_s / 60:.1f} min"
              + (f" (the other {have} were already in `{demos}`)" if have else "")
              + f"\n- wall time of this command (collection + training): {(time.time() - t0) / 60:.1f} min on {os.cpu_count()} CPU cores\n")
     (path / "README.md").write_text(card, encoding="utf-8")
@@ -162,6 +161,13 @@ def default_policy(command: str, steps: int | None = None, seed: int = DEFAULT_S
         shutil.rmtree(out)
     shutil.copytree(path, out)
     return out
+
+
+def _demos_recipe() -> str:
+    """How the default demonstrations are collected, for the model card."""
+    rival = f", a same-colour rival in {DEMO_SHAPE_RIVAL:.0%} of scenes" if DEMO_SHAPE_RIVAL else ""
+    cameras = "front and wrist" if DEMO_WRIST else "front only"
+    return f"action noise {DEMO_NOISE}, detour probability {DEMO_DETOUR}{rival}, cameras: {cameras}"
 
 
 def default_demos() -> Path:
