@@ -136,8 +136,9 @@ def collect(
     objects = objects and keeps_column(Path(out), OBJECT_LABELS)
     with DatasetWriter.held(out, sim_features(image_size, wrist, goals=True, objects=objects), SimConfig().control_hz, card_note=note) as writer:
         start = writer.num_episodes
-        jobs = [CollectJob(families[i % len(families)], split, collection_seed(seed, start + i), noise, tuple(image_size), wrist,
-                           detour, objects, _has_rival(collection_seed(seed, start + i), shape_rival)) for i in range(episodes)]
+        seeds = [collection_seed(seed, start + i) for i in range(episodes)]
+        jobs = [CollectJob(families[i % len(families)], split, s, noise, tuple(image_size), wrist, detour, objects,
+                           _has_rival(s, shape_rival)) for i, s in enumerate(seeds)]
         saved = failed = frames = 0
         t0 = time.perf_counter()
         bar = tqdm(total=episodes, desc=f"collect -> {Path(out).name}", unit="ep", disable=not progress)
