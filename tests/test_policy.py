@@ -329,3 +329,20 @@ def test_forward_supervises_the_object_head_from_the_batchs_labels(tok, tmp_path
     loaded = LanguageConditionedPolicy.from_pretrained(policy.save_pretrained(tmp_path / "ckpt"))
     assert loaded.model.config.object_head
     assert loaded.forward({**batch, "object_labels": rows.view(2, -1)})[1]["object_loss"] == pytest.approx(logs["object_loss"])
+
+
+def test_forward_teaches_object_hue_shapes_from_recoloured_copies(tok, tmp_path):
+    kw = dict(tokenizer=tok, seed=0, keypoints=2, object_head=True, **TINY)
+    hued, plain = (LanguageConditionedPolicy.build("default", object_hue=flag, **kw) for flag in (True, False))
+    rows = torch.zeros(2, 5, 7)
+    rows[:, :, :2] = -1
+    rows[:, 0, :4] = torch.tensor([0.0, 1.0, -0.5, 0.25])
+    batch = {OBS_IMAGE_FRONT: torch.rand(2, 3, 32, 32), TASK: ["lift the cube", "touch the ball"],
+             "action": torch.zeros(2, 4, 7), "action_is_pad": torch.zeros(2, 4, dtype=torch.bool), "object_labels": rows.view(2, -1)}
+    hued.model.train(), plain.model.train()
+    torch.manual_seed(1)  # the same weights (the option adds none); only the shape term's maps differ
+    assert all(torch.equal(a, b) for a, b in zip(hued.model.state_dict().values(), plain.model.state_dict().values()))
+    with torch.no_grad():
+        h, p = hued.forward(batch)[1], plain.forward(batch)[1]
+    assert h["object_loss"] > 0 and h["object_loss"] != pytest.approx(p["object_loss"])
+    assert LanguageConditionedPolicy.from_pretrained(hued.save_pretrained(tmp_path / "ckpt")).model.config.object_hue

@@ -291,7 +291,7 @@ class LanguageConditionedPolicy:
         if res["roles"] is not None:  # a dropped word's role is not the model's to know
             roles = self.tokenizer.word_labels(list(batch[TASK]), word_roles).masked_fill(ids != enc.input_ids, -1)
         return m.loss(res["out"], batch[ACTION], batch.get(ACTION_IS_PAD), res["goal"], batch.get(GOAL_POSITIONS),
-                      res["roles"], roles, res["feature_maps"], batch.get(OBJECT_LABELS))
+                      res["roles"], roles, res["feature_maps"], batch.get(OBJECT_LABELS), res["shape_maps"])
 
     # ------------------------------------------------------------------ files
     def save_pretrained(self, directory: str | Path, card: str | None = None, extra=None) -> Path:

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
+from vla_demo.constants import COLOURS
 from vla_demo.model.tokenizer import InstructionTokenizer
-from vla_demo.model.vla import ModelConfig, build_model
+from vla_demo.model.vla import HUE_ROWS, ModelConfig, build_model, hue_rotate
 from vla_demo.policy import LanguageConditionedPolicy, attention_rollout
 from vla_demo.train import train_vla
 
@@ -562,3 +565,58 @@ def test_object_head_tells_colour_and_shape_under_each_labelled_centre(tok):
         loss.backward()
         opt.step()
     assert loss.item() < 0.05 * first and acc.item() == 1.0
+
+
+def test_hue_rotate_turns_colours_about_the_grey_axis():
+    red, green, blue, grey = ([1.0, 0, 0], [0, 1.0, 0], [0, 0, 1.0], [0.4, 0.4, 0.4])
+    images = torch.tensor([red, green, blue, grey]).view(4, 3, 1, 1).expand(4, 3, 2, 2)
+    third = torch.full((4,), 2 * math.pi / 3)
+    assert torch.allclose(hue_rotate(images, torch.zeros(4)), images, atol=1e-6)
+    turned = hue_rotate(images, third)[:, :, 0, 0]
+    assert torch.allclose(turned, torch.tensor([green, blue, red, grey]), atol=1e-5)  # a third of a turn permutes
+    assert torch.allclose(hue_rotate(images, third * 3), images, atol=1e-5)
+    # In between: red turns towards yellow, in [0, 1], its brightness kept; each image its own angle.
+    sixth = hue_rotate(images[:1], torch.tensor([math.pi / 3]))[0, :, 0, 0]
+    assert sixth[0] > 0.5 and sixth[1] > 0.5 and sixth[2] == 0.0
+    mixed = hue_rotate(images[:2], torch.tensor([0.0, 2 * math.pi / 3]))[:, :, 0, 0]
+    assert torch.allclose(mixed, torch.tensor([red, blue]), atol=1e-5)
+
+
+def test_object_hue_teaches_shapes_from_hue_rotated_copies_in_training_only(tok):
+    with pytest.raises(ValueError, match="object_hue needs object_head"):
+        tiny(tok, keypoints=3, object_hue=True)
+    torch.manual_seed(0)
+    model = build_model(tiny(tok, keypoints=3, wrist=True, object_head=True, object_hue=True))
+    images, ids, mask, state = inputs(tok)
+    assert model.eval()(images, ids, mask, state, wrist=images)["shape_maps"] is None  # nothing extra at inference
+    res = model.train()(images, ids, mask, state, wrist=images)
+    n = min(HUE_ROWS, 3)
+    assert [m.shape for m in res["shape_maps"]] == [(n, model.vision.feature_dim, 4, 4)] * 2  # front, wrist
+    assert not torch.allclose(res["shape_maps"][0], res["feature_maps"][0][:n])  # the copies are recoloured
+    labels = torch.stack([object_rows([(0, 0, -0.5, -0.5, 0.5, 0.5, 1), (1, 2, 0.5, 0.5, 0.0, 0.0, 0)]),
+                          object_rows([(2, 1, 0.0, 0.5, -0.5, 0.0, 1)]),
+                          object_rows([])])
+    hued, _ = model.object_loss(res["feature_maps"], labels, res["shape_maps"])
+    plain, _ = model.object_loss(res["feature_maps"], labels)
+    assert hued.item() != pytest.approx(plain.item())
+    # With the plain maps cut off, the stems still learn, through the copies.
+    model.zero_grad()
+    model.object_loss([m.detach() for m in res["feature_maps"]], labels, res["shape_maps"])[0].backward()
+    assert model.vision.early[0].weight.grad.abs().sum() > 0 and model.wrist_vision.early[0].weight.grad.abs().sum() > 0
+    assert model.object_heads[0].weight.grad[len(COLOURS):].abs().sum() > 0
+    _, logs = model.loss(res["out"].detach(), torch.zeros(3, 4, 7), maps=res["feature_maps"], object_target=labels,
+                         shape_maps=res["shape_maps"])
+    assert logs["object_loss"] == pytest.approx(model.object_loss(res["feature_maps"], labels, res["shape_maps"])[0].item(), rel=1e-5)
+    # No labelled object in the hue-rotated rows: only the colour term, and no shape accuracy.
+    empty_first = torch.stack([labels[2], labels[0], labels[1]])
+    only_colour, acc = model.object_loss(res["feature_maps"], empty_first, [m[:1] for m in res["shape_maps"]])
+    assert torch.isnan(acc) and only_colour.item() > 0
+    # The shape term reads no plain map: with the colour rows silenced, no gradient reaches them
+    # (without the copies it does).
+    with torch.no_grad():
+        for head in model.object_heads:
+            head.weight[:len(COLOURS)] = 0
+    for copies, reaches in ((res["shape_maps"], False), (None, True)):
+        plain_maps = [m.detach().requires_grad_() for m in res["feature_maps"]]
+        model.object_loss(plain_maps, labels, None if copies is None else [m.detach() for m in copies])[0].backward()
+        assert any(m.grad.abs().sum() > 0 for m in plain_maps) == reaches

@@ -125,6 +125,12 @@ class ModelConfig:
             from 59-67% to 78-83% of scenes, but rollouts did not, and new combinations fell from
             86.8% to 69.2% (model card, "An object head").
         object_weight: weight of that auxiliary loss.
+        object_hue: with ``object_head``, the head learns shapes from copies of the first
+            ``HUE_ROWS`` training images of each camera, hue-rotated by a random angle per image, so
+            colour cannot answer them: without it, in data where the held-out combinations never
+            stand, colour predicts shape and the head learnt "yellow is never a cube" (0 of 101
+            yellow cubes called cubes). Colours are still learnt from the images as they are. Costs
+            a second pass of the stems' early layers over those rows, in training only.
     """
 
     preset: str = "default"
@@ -165,6 +171,7 @@ class ModelConfig:
     role_weight: float = 0.5
     object_head: bool = False
     object_weight: float = 0.5
+    object_hue: bool = False
     vision_spec: dict[str, Any] | None = field(default=None, repr=False)
     text_spec: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -202,6 +209,7 @@ class ModelConfig:
         require(0.0 <= self.role_weight <= 100.0, f"role_weight must be in 0..100, got {self.role_weight}")
         require(not self.role_binding or self.word_roles, "role_binding needs word_roles (its labels)")
         require(not self.object_head or self.keypoints, "object_head needs keypoints (it reads their feature map)")
+        require(not self.object_hue or self.object_head, "object_hue needs object_head (it trains that head's shape logits)")
         require(0.0 <= self.object_weight <= 100.0, f"object_weight must be in 0..100, got {self.object_weight}")
 
     @property
@@ -323,18 +331,35 @@ class ConvStem(nn.Module):
         self.image_size = image_size
         self.out_dim = d
 
-    def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Tokens (B, g*g, d) and the stride-8 feature map (B, 64, S/8, S/8)."""
+    def feature_map(self, images: torch.Tensor) -> torch.Tensor:
+        """The stride-8 feature map (B, 64, S/8, S/8) that keypoints read."""
         x = images * 2 - 1  # (B, 3, S, S) in [-1, 1]
         if self.coordconv:
             x = torch.cat([x, coord_channels(x.size(0), x.size(2), x.size(3), x)], dim=1)
-        fmap = self.early(x)  # (B, 64, S/8, S/8)
+        return self.early(x)
+
+    def features(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Tokens (B, g*g, d) and the stride-8 feature map (B, 64, S/8, S/8)."""
+        fmap = self.feature_map(images)
         return self.late(fmap).flatten(2).transpose(1, 2), fmap
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.features(images)[0]  # (B, g*g, d)
 
 
+def hue_rotate(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
+    """Rotate each image's colours about the grey axis of RGB space by its angle (radians), then
+    clip to [0, 1]: (B, 3, H, W), (B,) -> (B, 3, H, W). Greys stay; a third of a turn maps pure red
+    to pure green; in between, every hue of the same saturation occurs."""
+    c, s = torch.cos(angles).view(-1, 1, 1), torch.sin(angles).view(-1, 1, 1)  # (B, 1, 1)
+    eye = torch.eye(3, dtype=images.dtype, device=images.device)
+    third = torch.full((3, 3), 1 / 3, dtype=images.dtype, device=images.device)  # k k^T, k = (1, 1, 1) / sqrt(3)
+    cross = torch.tensor([[0, -1, 1], [1, 0, -1], [-1, 1, 0]], dtype=images.dtype, device=images.device) / math.sqrt(3)
+    rot = c * eye + s * cross + (1 - c) * third  # (B, 3, 3), Rodrigues' formula
+    return torch.einsum("bij,bjhw->bihw", rot, images).clamp(0, 1)
+
+
+HUE_ROWS = 16  # training images per batch whose hue-rotated copies teach the object head shapes (``object_hue``)
 CONJUNCTION_CHANNELS = 16  # each keypoint's own word-shifted hidden channels (``keypoint_conjunction``)
 
 
@@ -668,7 +693,17 @@ class VLAModel(nn.Module):
             roles = {"logits": self.role_head(aux["words"]),
                      "keypoint_words": aux["keypoint_words"] if self.config.role_binding else []}
         maps = aux["feature_maps"] if self.object_heads is not None else None
-        return {"out": out, "goal": goal, "roles": roles, "feature_maps": maps, "attention": attn, "layout": layout}
+        shape_maps = self._hue_maps(images, wrist) if maps is not None and self.training and self.config.object_hue else None
+        return {"out": out, "goal": goal, "roles": roles, "feature_maps": maps, "shape_maps": shape_maps,
+                "attention": attn, "layout": layout}
+
+    def _hue_maps(self, images: torch.Tensor, wrist: torch.Tensor | None) -> list[torch.Tensor]:
+        """Per camera (front, then wrist), the feature maps (n, 64, h, w) of the first n =
+        ``HUE_ROWS`` images hue-rotated by one random angle per sample (``object_hue``)."""
+        n = min(HUE_ROWS, images.size(0))
+        angles = torch.rand(n, device=images.device, dtype=images.dtype) * (2 * math.pi)  # (n,)
+        cams = [(self.vision, images)] + ([(self.wrist_vision, wrist)] if self.wrist_vision is not None else [])
+        return [stem.feature_map(hue_rotate(x[:n], angles)) for stem, x in cams]
 
     # ------------------------------------------------------------------ heads: decode and loss
     def _split(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -737,32 +772,44 @@ class VLAModel(nn.Module):
             out.append((head(feats.squeeze(-1).transpose(1, 2)), seen))
         return out
 
-    def object_loss(self, maps: list[torch.Tensor], labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def object_loss(self, maps: list[torch.Tensor], labels: torch.Tensor,
+                    shape_maps: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Colour and shape cross-entropy of every labelled object in each camera
-        (:meth:`object_logits`), and the share of shapes told right (NaN when none is labelled)."""
+        (:meth:`object_logits`; each a mean over the cameras that see one), and the share of shapes
+        told right (NaN when none is labelled). Shapes are read from ``shape_maps`` when given: the
+        maps of hue-rotated copies of the first rows (``object_hue``)."""
         rows = labels.view(labels.size(0), MAX_OBJECTS, len(OBJECT_LABEL_FIELDS))  # (B, M, 7)
         colour, shape = rows[..., 0].long(), rows[..., 1].long()  # (B, M), -1 in empty slots
         nc = len(COLOURS)
-        losses, right, count = [], 0, 0
-        for logits, seen in self.object_logits(maps, labels):
-            if not seen.any():
-                continue
-            logits = logits[seen]  # (n, colours + shapes)
-            losses.append(F.cross_entropy(logits[:, :nc], colour[seen]) + F.cross_entropy(logits[:, nc:], shape[seen]))
-            right += int((logits[:, nc:].argmax(-1) == shape[seen]).sum())
-            count += int(seen.sum())
-        if not losses:
-            return sum(m.sum() for m in maps) * 0.0, torch.tensor(float("nan"))  # keeps the graph complete
-        return torch.stack(losses).mean(), torch.tensor(right / count)
+        coloured = self.object_logits(maps, labels)
+        shaped = coloured
+        if shape_maps is not None:
+            n = shape_maps[0].size(0)
+            shaped, shape = self.object_logits(shape_maps, labels[:n]), shape[:n]
+        colour_terms, shape_terms, right, count = [], [], 0, 0
+        for (c_logits, c_seen), (s_logits, s_seen) in zip(coloured, shaped):
+            if c_seen.any():
+                colour_terms.append(F.cross_entropy(c_logits[c_seen][:, :nc], colour[c_seen]))
+            if s_seen.any():
+                logits = s_logits[s_seen][:, nc:]  # (n, shapes)
+                shape_terms.append(F.cross_entropy(logits, shape[s_seen]))
+                right += int((logits.argmax(-1) == shape[s_seen]).sum())
+                count += int(s_seen.sum())
+        if not colour_terms and not shape_terms:  # keeps the graph (and DDP's gradient buckets) complete
+            return sum(m.sum() for m in [*maps, *(shape_maps or [])]) * 0.0, torch.tensor(float("nan"))
+        loss = sum(torch.stack(t).mean() for t in (colour_terms, shape_terms) if t)
+        return loss, torch.tensor(right / count if count else float("nan"))
 
     def loss(self, out: torch.Tensor, actions: torch.Tensor, is_pad: torch.Tensor | None = None,
              goal: torch.Tensor | None = None, goal_target: torch.Tensor | None = None,
              roles: dict[str, Any] | None = None, role_target: torch.Tensor | None = None,
-             maps: list[torch.Tensor] | None = None, object_target: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+             maps: list[torch.Tensor] | None = None, object_target: torch.Tensor | None = None,
+             shape_maps: list[torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:
         """Training loss for a chunk of target actions (B, H, A) in physical units, plus the
         auxiliary goal loss when the model has a goal head and the batch ``goal_positions``, the
         word-role losses when it has ``word_roles`` and the words' role labels (B, T), and the
-        object loss when it has ``object_head``, its feature ``maps`` and the batch ``object_labels``."""
+        object loss when it has ``object_head``, its feature ``maps`` and the batch ``object_labels``
+        (shapes from ``shape_maps`` with ``object_hue``)."""
         cfg = self.config
         valid = torch.ones(actions.shape[:2], dtype=torch.bool, device=actions.device) if is_pad is None else ~is_pad
         w = valid.float()
@@ -799,7 +846,7 @@ class VLAModel(nn.Module):
             logs["role_loss"], logs["binding_loss"] = ce.item(), bind.item()
             total = total + self.config.role_weight * (ce + bind)
         if maps is not None and object_target is not None:
-            obj, acc = self.object_loss(maps, object_target)
+            obj, acc = self.object_loss(maps, object_target, shape_maps)
             logs["object_loss"] = obj.item()
             if not torch.isnan(acc):  # no labelled object in this batch: no accuracy to report
                 logs["object_shape_acc"] = acc.item()
