@@ -620,3 +620,24 @@ def test_object_hue_teaches_shapes_from_hue_rotated_copies_in_training_only(tok)
         plain_maps = [m.detach().requires_grad_() for m in res["feature_maps"]]
         model.object_loss(plain_maps, labels, None if copies is None else [m.detach() for m in copies])[0].backward()
         assert any(m.grad.abs().sum() > 0 for m in plain_maps) == reaches
+
+
+def test_object_hue_plain_learns_shapes_from_both_maps(tok):
+    with pytest.raises(ValueError, match="object_hue_plain needs object_hue"):
+        tiny(tok, keypoints=3, object_head=True, object_hue_plain=True)
+    torch.manual_seed(0)
+    copies_only = build_model(tiny(tok, keypoints=3, object_head=True, object_hue=True)).train()
+    both = build_model(tiny(tok, keypoints=3, object_head=True, object_hue=True, object_hue_plain=True)).train()
+    both.load_state_dict(copies_only.state_dict())
+    images, ids, mask, state = inputs(tok)
+    res = both(images, ids, mask, state)
+    labels = torch.stack([object_rows([(0, 0, -0.5, -0.5, 0.5, 0.5, 1)]), object_rows([(2, 1, 0.0, 0.5, -0.5, 0.0, 1)]),
+                          object_rows([(1, 2, 0.5, 0.5, 0.0, 0.0, 0)])])
+    with torch.no_grad():  # silence the colour rows: what is left reads shapes
+        for head in both.object_heads:
+            head.weight[:len(COLOURS)] = 0
+        copies_only.load_state_dict(both.state_dict())
+    for model, reaches in ((copies_only, False), (both, True)):
+        plain_maps = [m.detach().requires_grad_() for m in res["feature_maps"]]
+        model.object_loss(plain_maps, labels, [m.detach() for m in res["shape_maps"]])[0].backward()
+        assert (plain_maps[0].grad.abs().sum() > 0) == reaches

@@ -131,6 +131,8 @@ class ModelConfig:
             stand, colour predicts shape and the head learnt "yellow is never a cube" (0 of 101
             yellow cubes called cubes). Colours are still learnt from the images as they are. Costs
             a second pass of the stems' early layers over those rows, in training only.
+        object_hue_plain: with ``object_hue``, learn shapes from the plain maps as well, so the
+            head that the copies taught colour-blind shapes is also the one read on plain images.
     """
 
     preset: str = "default"
@@ -172,6 +174,7 @@ class ModelConfig:
     object_head: bool = False
     object_weight: float = 0.5
     object_hue: bool = False
+    object_hue_plain: bool = False
     vision_spec: dict[str, Any] | None = field(default=None, repr=False)
     text_spec: dict[str, Any] | None = field(default=None, repr=False)
 
@@ -210,6 +213,7 @@ class ModelConfig:
         require(not self.role_binding or self.word_roles, "role_binding needs word_roles (its labels)")
         require(not self.object_head or self.keypoints, "object_head needs keypoints (it reads their feature map)")
         require(not self.object_hue or self.object_head, "object_hue needs object_head (it trains that head's shape logits)")
+        require(not self.object_hue_plain or self.object_hue, "object_hue_plain needs object_hue")
         require(0.0 <= self.object_weight <= 100.0, f"object_weight must be in 0..100, got {self.object_weight}")
 
     @property
@@ -777,24 +781,25 @@ class VLAModel(nn.Module):
         """Colour and shape cross-entropy of every labelled object in each camera
         (:meth:`object_logits`; each a mean over the cameras that see one), and the share of shapes
         told right (NaN when none is labelled). Shapes are read from ``shape_maps`` when given: the
-        maps of hue-rotated copies of the first rows (``object_hue``)."""
+        maps of hue-rotated copies of the first rows (``object_hue``), and from the plain maps too
+        with ``object_hue_plain``."""
         rows = labels.view(labels.size(0), MAX_OBJECTS, len(OBJECT_LABEL_FIELDS))  # (B, M, 7)
         colour, shape = rows[..., 0].long(), rows[..., 1].long()  # (B, M), -1 in empty slots
         nc = len(COLOURS)
         coloured = self.object_logits(maps, labels)
-        shaped = coloured
-        if shape_maps is not None:
+        sources = [(coloured, shape)]  # where shapes are learnt: the plain maps, ...
+        if shape_maps is not None:  # ... or the hue-rotated copies of the first n rows, with or without them
             n = shape_maps[0].size(0)
-            shaped, shape = self.object_logits(shape_maps, labels[:n]), shape[:n]
-        colour_terms, shape_terms, right, count = [], [], 0, 0
-        for (c_logits, c_seen), (s_logits, s_seen) in zip(coloured, shaped):
-            if c_seen.any():
-                colour_terms.append(F.cross_entropy(c_logits[c_seen][:, :nc], colour[c_seen]))
-            if s_seen.any():
-                logits = s_logits[s_seen][:, nc:]  # (n, shapes)
-                shape_terms.append(F.cross_entropy(logits, shape[s_seen]))
-                right += int((logits.argmax(-1) == shape[s_seen]).sum())
-                count += int(s_seen.sum())
+            sources = [(self.object_logits(shape_maps, labels[:n]), shape[:n])] + (sources if self.config.object_hue_plain else [])
+        colour_terms = [F.cross_entropy(c_logits[c_seen][:, :nc], colour[c_seen]) for c_logits, c_seen in coloured if c_seen.any()]
+        shape_terms, right, count = [], 0, 0
+        for per_camera, target in sources:
+            for s_logits, s_seen in per_camera:
+                if s_seen.any():
+                    logits = s_logits[s_seen][:, nc:]  # (n, shapes)
+                    shape_terms.append(F.cross_entropy(logits, target[s_seen]))
+                    right += int((logits.argmax(-1) == target[s_seen]).sum())
+                    count += int(s_seen.sum())
         if not colour_terms and not shape_terms:  # keeps the graph (and DDP's gradient buckets) complete
             return sum(m.sum() for m in [*maps, *(shape_maps or [])]) * 0.0, torch.tensor(float("nan"))
         loss = sum(torch.stack(t).mean() for t in (colour_terms, shape_terms) if t)
