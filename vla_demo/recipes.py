@@ -76,7 +76,9 @@ DEFAULT_STEPS = 12000
 # Nor is the object head (``object_head``; its labels are in collections made since 2026-12-06, such
 # as ``default-demos-wrist-v4``, the v3 episodes plus ``object_labels``): on 2026-12-06 (seed 1) it
 # told same-colour objects apart better on trained colour-shape combinations (probe 59-67% -> 78-83%)
-# but new combinations fell from 86.8% to 69.2% family mean (model card, "An object head").
+# but new combinations fell from 86.8% to 69.2% family mean (model card, "An object head"); learning
+# its shapes from hue-rotated copies (``object_hue``, 2026-12-07, seed 1) fell to 78.0% (experiment
+# log, "An object head that learns shapes from recoloured images").
 DEFAULT_MODEL = {"keypoints": 16, "state_dropout": 0.15, "goal_head": True, "wrist": DEMO_WRIST, "text_window": 3}
 # The demonstrations are one fixed dataset whatever the training seed (``--seed`` changes the
 # initialisation and the batch order only, so seeds are compared on the same data).
