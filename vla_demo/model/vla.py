@@ -137,6 +137,9 @@ class ModelConfig:
             (experiment log, "An object head that learns shapes from recoloured images").
         object_hue_plain: with ``object_hue``, learn shapes from the plain maps as well, so the
             head that the copies taught colour-blind shapes is also the one read on plain images.
+            Tried once (2026-12-07, seed 1): training phrasings 92.8% and held-out 91.2% family mean
+            (the shipped policy 90.8 / 83.6%), new combinations 81.2% (shipped 86.8%); experiment
+            log, "The same head learning shapes from plain images too".
     """
 
     preset: str = "default"
