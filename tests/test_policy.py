@@ -340,7 +340,8 @@ def test_forward_teaches_object_hue_shapes_from_recoloured_copies(tok, tmp_path)
     batch = {OBS_IMAGE_FRONT: torch.rand(2, 3, 32, 32), TASK: ["lift the cube", "touch the ball"],
              "action": torch.zeros(2, 4, 7), "action_is_pad": torch.zeros(2, 4, dtype=torch.bool), "object_labels": rows.view(2, -1)}
     hued.model.train(), plain.model.train()
-    torch.manual_seed(1)  # the same weights (the option adds none); only the shape term's maps differ
+    torch.manual_seed(1)  # state dropout and the copies' angles
+    # The same weights (the option adds none): only the shape term's maps differ.
     assert all(torch.equal(a, b) for a, b in zip(hued.model.state_dict().values(), plain.model.state_dict().values()))
     with torch.no_grad():
         h, p = hued.forward(batch)[1], plain.forward(batch)[1]
