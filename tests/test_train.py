@@ -81,6 +81,49 @@ def test_the_weight_average_is_shipped_and_validated_and_the_raw_weights_keep_tr
         train(config(demos, tmp_path / "plain", steps=40, ema_decay=0.9))
 
 
+def test_trainer_state_keeps_every_ranks_random_streams(tmp_path):
+    """A resumed DDP run gives each rank its own sampling and augmentation streams back (not rank 0's)."""
+    from vla_demo.train import load_trainer_state, rng_states, save_trainer_state
+
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.AdamW(model.parameters())
+
+    def streams(seed):
+        sampler = type("S", (), {"generator": torch.Generator().manual_seed(seed)})()
+        return sampler, torch.Generator().manual_seed(seed + 100)
+
+    ranks = [streams(1), streams(2)]
+    for sampler, aug in ranks:
+        torch.rand(3, generator=sampler.generator), torch.rand(5, generator=aug)  # move them on
+    save_trainer_state(tmp_path, opt, 7, [rng_states(s, a) for s, a in ranks])
+    sampler, aug = streams(9)
+    assert load_trainer_state(tmp_path, opt, sampler, aug, rank=1, world=2) == 7
+    assert torch.equal(sampler.generator.get_state(), ranks[1][0].generator.get_state())
+    assert torch.equal(aug.get_state(), ranks[1][1].get_state())
+    assert not torch.equal(sampler.generator.get_state(), ranks[0][0].generator.get_state())
+    with pytest.raises(ValueError, match="written by 2 training processes"):
+        load_trainer_state(tmp_path, opt, sampler, aug, rank=0, world=1)
+
+
+@pytest.mark.slow
+def test_processes_start_ddp_from_one_call(demos, tmp_path):
+    """``processes=2`` without torchrun: two ranks, each with half the batch and its own streams."""
+    from safetensors.torch import load_file
+
+    with pytest.raises(ValueError, match="split batch_size"):
+        config(demos, tmp_path / "odd", processes=2, batch_size=15)
+    with pytest.raises(ValueError, match="processes=1"):
+        train(config(demos, tmp_path / "cb", processes=2), progress=lambda *a: None)
+    path = train(config(demos, tmp_path / "ddp", steps=6, processes=2))
+    start = LanguageConditionedPolicy.build("default", seed=0, chunk_size=4, **TINY).model.state_dict()
+    trained = weights(path)
+    assert any(not torch.equal(start[k], v) for k, v in trained.items() if k in start and "action_" not in k and "state_" not in k)
+    state = load_file(str(tmp_path / "ddp/last/trainer_state.safetensors"))
+    assert json.loads((tmp_path / "ddp/last/trainer_state.json").read_text())["ranks"] == 2
+    assert not torch.equal(state["rng.sampler"], state["rng.rank1.sampler"])
+    assert len((tmp_path / "ddp/log.jsonl").read_text().splitlines()) == 6  # rank 0 logs, once per step
+
+
 def test_checkpoints_are_atomic(demos, tmp_path, monkeypatch):
     run = tmp_path / "run"
     train(config(demos, run, steps=4, ckpt_every=2, warmup_steps=1))

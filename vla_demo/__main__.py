@@ -100,6 +100,9 @@ def _add_train(sub) -> None:
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--processes", type=int, default=None,
+                   help="train in N local DDP processes, each with its share of the cores (default: the preset's, "
+                        "else 1); --batch-size is split over them")
     p.add_argument("--ema-decay", type=float, default=None,
                    help="validate and ship an exponential moving average of the weights with this decay (e.g. 0.999)")
     p.add_argument("--seed", type=int, default=None,
@@ -242,7 +245,7 @@ def cmd_train(args) -> int:
             raise ValueError("give --data DATASET [DATASET ...] (or --preset default)")
         path = recipes.train_run(args.data, out=args.out, weights=args.weights, preset=args.model, init_from=args.init_from,
                                  steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=seed, command=command,
-                                 wrist=args.wrist, ema_decay=args.ema_decay)
+                                 wrist=args.wrist, ema_decay=args.ema_decay, processes=args.processes)
     print(f"wrote {path}")
     return 0
 

@@ -125,12 +125,13 @@ def data_root() -> Path:
 
 
 def train_run(datasets, out=None, weights=None, preset="default", init_from=None, steps=None, batch_size=None,
-              lr=None, seed=0, command="", wrist=False, ema_decay=None) -> Path:
+              lr=None, seed=0, command="", wrist=False, ema_decay=None, processes=None) -> Path:
     from vla_demo.config import TrainConfig
     from vla_demo.train import train
 
     out = out or str(data_root() / "runs" / f"train-{time.strftime('%Y%m%d-%H%M%S')}")
-    kw = {k: v for k, v in dict(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay).items() if v is not None}
+    kw = {k: v for k, v in dict(steps=steps, batch_size=batch_size, lr=lr, ema_decay=ema_decay, processes=processes).items()
+          if v is not None}
     if steps is not None:
         kw["warmup_steps"] = min(100, steps // 10)  # short runs (tests, quick fine-tunes) warm up briefly
     if wrist:

@@ -242,19 +242,37 @@ def _distributed() -> tuple[int, int]:
     return rank, world
 
 
-def save_trainer_state(folder: Path, opt, step: int, sampler: MixedSampler, aug_g: torch.Generator, ema=None) -> None:
-    """Optimizer moments, RNG states and the weight average (safetensors) + step and hyper-parameters (JSON)."""
+def rng_states(sampler: MixedSampler, aug_g: torch.Generator) -> dict[str, torch.Tensor]:
+    """This process's random streams: torch's global one, the sampler's and the augmentation's."""
+    return {"torch": torch.get_rng_state(), "sampler": sampler.generator.get_state(), "augment": aug_g.get_state()}
+
+
+def every_rank(states: dict[str, torch.Tensor], world: int) -> list[dict[str, torch.Tensor]]:
+    """``states`` of every rank, in rank order (a collective: all ranks must call it together)."""
+    if world == 1:
+        return [states]
+    gathered: list[Any] = [None] * world
+    torch.distributed.all_gather_object(gathered, states)
+    return gathered
+
+
+def _rng_key(rank: int, name: str) -> str:
+    return f"rng.{name}" if rank == 0 else f"rng.rank{rank}.{name}"  # rank 0 keeps the one-process names
+
+
+def save_trainer_state(folder: Path, opt, step: int, rngs: list[dict[str, torch.Tensor]], ema=None) -> None:
+    """Optimizer moments, every rank's RNG states and the weight average (safetensors) + step and
+    hyper-parameters (JSON). ``rngs``: :func:`rng_states` of each rank, in rank order."""
     from safetensors.torch import save_file
 
     from vla_demo.data import format as fmt
 
-    tensors, scalars = {}, {"step": step, "param_groups": opt.state_dict()["param_groups"]}
+    tensors, scalars = {}, {"step": step, "param_groups": opt.state_dict()["param_groups"], "ranks": len(rngs)}
     for pid, state in opt.state_dict()["state"].items():
         for name, value in state.items():
             tensors[f"state.{pid}.{name}"] = torch.as_tensor(value).clone().contiguous()
-    tensors["rng.torch"] = torch.get_rng_state()
-    tensors["rng.sampler"] = sampler.generator.get_state()
-    tensors["rng.augment"] = aug_g.get_state()
+    for rank, states in enumerate(rngs):
+        tensors.update({_rng_key(rank, name): value for name, value in states.items()})
     if ema is not None:
         tensors.update(ema.tensors())
         scalars["ema"] = ema.scalars()
@@ -262,20 +280,30 @@ def save_trainer_state(folder: Path, opt, step: int, sampler: MixedSampler, aug_
     fmt.write_json(folder / "trainer_state.json", scalars)
 
 
-def load_trainer_state(folder: Path, opt, sampler: MixedSampler, aug_g: torch.Generator, ema=None) -> int:
+def load_trainer_state(folder: Path, opt, sampler: MixedSampler, aug_g: torch.Generator, ema=None, rank: int = 0,
+                       world: int = 1) -> int:
+    """Restore what :func:`save_trainer_state` saved; ``rank`` (of ``world``) takes its own random streams back.
+
+    Raises:
+        ValueError: when the checkpoint was written by a different number of processes (their
+            random streams cannot be shared out again).
+    """
     from safetensors.torch import load_file
 
     tensors = load_file(str(folder / "trainer_state.safetensors"))
     scalars = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))
+    if scalars.get("ranks", 1) != world:
+        raise ValueError(f"{folder} was written by {scalars.get('ranks', 1)} training processes; resume it with as many "
+                         f"(processes={scalars.get('ranks', 1)}), not {world}")
     state: dict[int, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         if key.startswith("state."):
             _, pid, name = key.split(".", 2)
             state.setdefault(int(pid), {})[name] = value
     opt.load_state_dict({"state": state, "param_groups": scalars["param_groups"]})
-    torch.set_rng_state(tensors["rng.torch"])
-    sampler.generator.set_state(tensors["rng.sampler"])
-    aug_g.set_state(tensors["rng.augment"])
+    torch.set_rng_state(tensors[_rng_key(rank, "torch")])
+    sampler.generator.set_state(tensors[_rng_key(rank, "sampler")])
+    aug_g.set_state(tensors[_rng_key(rank, "augment")])
     if ema is not None:
         ema.restore(tensors, scalars.get("ema", {}))
     return int(scalars["step"])
@@ -336,13 +364,21 @@ def train(cfg, progress=None, stop=None) -> Path:
         cfg: a :class:`~vla_demo.config.TrainConfig`.
         progress: ``progress(step, total, metrics)`` called after every logged step.
         stop: a ``threading.Event``-like flag; when set, the run checkpoints and returns early.
+
+    With ``cfg.processes`` > 1 (and not already under ``torchrun``) it starts that many local DDP
+    processes (gloo) and returns when they are done; each draws ``batch_size / processes`` samples
+    a step, so the step's batch is the same whatever the process count.
     """
+    if cfg.processes > 1 and "WORLD_SIZE" not in os.environ:
+        return _launch(cfg, progress, stop)
     from tqdm import tqdm
 
     from vla_demo.data.reader import DatasetReader
     from vla_demo.data.torch_dataset import TrainingView
 
     rank, world = _distributed()
+    if cfg.batch_size % world:
+        raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {world} training processes")
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed + rank)
     readers = [DatasetReader(d) for d in cfg.datasets]  # shared by the probe, training and validation views
@@ -365,7 +401,7 @@ def train(cfg, progress=None, stop=None) -> Path:
     sampler = MixedSampler(train_views, cfg.weights, cfg.intervention_weight, cfg.seed, rank, cfg.own_action_weight)
     aug_g = torch.Generator().manual_seed(cfg.seed * 31 + rank)
     ema = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
-    step = _resume(out / "last", policy, opt, sampler, aug_g, ema)
+    step = _resume(out / "last", policy, opt, sampler, aug_g, ema, rank, world)
     log_path = out / "log.jsonl"
     if rank == 0:
         out.mkdir(parents=True, exist_ok=True)
@@ -380,7 +416,7 @@ def train(cfg, progress=None, stop=None) -> Path:
             break
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
-        loss, logs = _loss(policy, ddp_model, sampler.batch(cfg.batch_size), cfg, aug_g)
+        loss, logs = _loss(policy, ddp_model, sampler.batch(cfg.batch_size // world), cfg, aug_g)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
@@ -392,23 +428,44 @@ def train(cfg, progress=None, stop=None) -> Path:
         metrics = {**logs, "lr": opt.param_groups[0]["lr"], "grad_norm": float(grad_norm)}
         if step % cfg.val_every == 0 or step == cfg.steps:
             metrics.update(_validation(policy, val_views, cfg, ema))
+        rngs = every_rank(rng_states(sampler, aug_g), world) if step % cfg.ckpt_every == 0 else None
         if rank == 0:
             _log(log_path, step, cfg.steps, metrics, time.time() - t0)
             bar.set_postfix(loss=f"{logs['loss']:.4f}")
             if progress is not None:
                 progress(step, cfg.steps, metrics)
-            if step % cfg.ckpt_every == 0:
-                _checkpoint(out / "last", policy, opt, step, sampler, aug_g, ema)
+            if rngs is not None:
+                _checkpoint(out / "last", policy, opt, step, rngs, ema)
     bar.close()
     model.eval()
+    rngs = every_rank(rng_states(sampler, aug_g), world)
     if rank == 0:
-        _checkpoint(out / "last", policy, opt, step, sampler, aug_g, ema)
+        _checkpoint(out / "last", policy, opt, step, rngs, ema)
         card = model_card(cfg, policy, step, time.time() - t0, log_path)
         with _shipped(ema, model):
             policy.save_pretrained(out / "policy", card=card)
     if world > 1:
         torch.distributed.barrier()
     return out / "policy"
+
+
+def _launch(cfg, progress, stop) -> Path:
+    """Run :func:`train` in ``cfg.processes`` local DDP processes, each with its share of the cores."""
+    import uuid
+
+    from torch.distributed.launcher.api import LaunchConfig, elastic_launch
+
+    if progress is not None or stop is not None:
+        raise ValueError("progress and stop callbacks need a run in this process: set processes=1")
+    launch = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=cfg.processes, rdzv_backend="c10d",
+                          rdzv_endpoint="localhost:0", run_id=str(uuid.uuid4()), max_restarts=0, monitor_interval=1)
+    return elastic_launch(launch, _rank_main)(cfg)[0]
+
+
+def _rank_main(cfg) -> Path:
+    """One process of a :func:`_launch`: its share of the cores (the launcher leaves threads as they are)."""
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ["LOCAL_WORLD_SIZE"])))
+    return train(cfg)
 
 
 def _prefill(views, stop, show: bool) -> None:
@@ -437,14 +494,14 @@ def _log(path: Path, step: int, total: int, metrics: dict[str, Any], elapsed: fl
         f.write(json.dumps(line) + "\n")
 
 
-def _checkpoint(folder: Path, policy, opt, step: int, sampler, aug_g, ema) -> None:
+def _checkpoint(folder: Path, policy, opt, step: int, rngs, ema) -> None:
     """Raw weights + trainer state (with the weight average) in one folder, replaced atomically
     (save_pretrained renames into place)."""
     policy.save_pretrained(folder, card=f"# training checkpoint at step {step}\n",
-                           extra=lambda tmp: save_trainer_state(Path(tmp), opt, step, sampler, aug_g, ema))
+                           extra=lambda tmp: save_trainer_state(Path(tmp), opt, step, rngs, ema))
 
 
-def _resume(folder: Path, policy, opt, sampler, aug_g, ema) -> int:
+def _resume(folder: Path, policy, opt, sampler, aug_g, ema, rank: int = 0, world: int = 1) -> int:
     if not (folder / "trainer_state.json").exists():
         return 0
     from vla_demo.model.checkpoint import WEIGHTS_NAME, _read_weights, check_state_dict
@@ -452,7 +509,7 @@ def _resume(folder: Path, policy, opt, sampler, aug_g, ema) -> int:
     state = _read_weights(folder / WEIGHTS_NAME)
     check_state_dict(policy.model, state, folder / WEIGHTS_NAME)
     policy.model.load_state_dict(state)
-    return load_trainer_state(folder, opt, sampler, aug_g, ema)
+    return load_trainer_state(folder, opt, sampler, aug_g, ema, rank, world)
 
 
 def model_card(cfg, policy, steps: int, seconds: float, log_path: Path) -> str:

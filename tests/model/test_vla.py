@@ -11,7 +11,7 @@ from torch import nn
 
 from vla_demo.constants import COLOURS
 from vla_demo.model.tokenizer import InstructionTokenizer
-from vla_demo.model.vla import HUE_ROWS, ModelConfig, build_model, hue_rotate
+from vla_demo.model.vla import ModelConfig, build_model, hue_rotate, hue_rows
 from vla_demo.policy import LanguageConditionedPolicy, attention_rollout
 from vla_demo.train import train_vla
 
@@ -582,6 +582,12 @@ def test_hue_rotate_turns_colours_about_the_grey_axis():
     assert torch.allclose(mixed, torch.tensor([red, blue]), atol=1e-5)
 
 
+def test_hue_rows_are_a_quarter_of_the_batch_so_process_count_keeps_the_share():
+    assert hue_rows(64) == 16
+    assert 2 * hue_rows(32) == hue_rows(64)  # two processes' halves hold as many copies as one batch
+    assert hue_rows(3) == 1 and hue_rows(1) == 1  # tiny batches still get one copy
+
+
 def silence_colour_rows(model) -> None:
     """Zero the object heads' colour rows, so what is left of the object loss reads shapes."""
     with torch.no_grad():
@@ -604,7 +610,7 @@ def test_object_hue_teaches_shapes_from_hue_rotated_copies_in_training_only(tok)
     images, ids, mask, state = inputs(tok)
     assert model.eval()(images, ids, mask, state, wrist=images)["shape_maps"] is None  # nothing extra at inference
     res = model.train()(images, ids, mask, state, wrist=images)
-    n = min(HUE_ROWS, 3)
+    n = hue_rows(3)
     assert [m.shape for m in res["shape_maps"]] == [(n, model.vision.feature_dim, 4, 4)] * 2  # front, wrist
     assert not torch.allclose(res["shape_maps"][0], res["feature_maps"][0][:n])  # the copies are recoloured
     labels = torch.stack([object_rows([(0, 0, -0.5, -0.5, 0.5, 0.5, 1), (1, 2, 0.5, 0.5, 0.0, 0.0, 0)]),

@@ -126,7 +126,7 @@ class ModelConfig:
             86.8% to 69.2% (model card, "An object head").
         object_weight: weight of that auxiliary loss.
         object_hue: with ``object_head``, the head learns shapes from copies of the first
-            ``HUE_ROWS`` training images of each camera, hue-rotated by a random angle per image, so
+            quarter (``HUE_SHARE``) of the training images of each camera, hue-rotated by a random angle per image, so
             colour cannot answer them: without it, in data where the held-out combinations never
             stand, colour predicts shape and the head learnt "yellow is never a cube" (0 of 101
             yellow cubes called cubes). Colours are still learnt from the images as they are. Costs
@@ -370,7 +370,14 @@ def hue_rotate(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bij,bjhw->bihw", rot, images).clamp(0, 1)
 
 
-HUE_ROWS = 16  # training images per batch whose hue-rotated copies teach the object head shapes (``object_hue``)
+# Share of a batch's training images whose hue-rotated copies teach the object head shapes
+# (``object_hue``): 16 of a 64-sample batch, and 8 of each 32-sample half when two processes share it.
+HUE_SHARE = 0.25
+
+
+def hue_rows(batch: int) -> int:
+    """How many of a ``batch``'s images get a hue-rotated copy (``object_hue``): at least one."""
+    return max(1, round(batch * HUE_SHARE))
 CONJUNCTION_CHANNELS = 16  # each keypoint's own word-shifted hidden channels (``keypoint_conjunction``)
 
 
@@ -710,8 +717,8 @@ class VLAModel(nn.Module):
 
     def _hue_maps(self, images: torch.Tensor, wrist: torch.Tensor | None) -> list[torch.Tensor]:
         """Per camera (front, then wrist), the feature maps (n, 64, h, w) of the first n =
-        ``HUE_ROWS`` images hue-rotated by one random angle per sample (``object_hue``)."""
-        n = min(HUE_ROWS, images.size(0))
+        ``hue_rows(B)`` images hue-rotated by one random angle per sample (``object_hue``)."""
+        n = hue_rows(images.size(0))
         angles = torch.rand(n, device=images.device, dtype=images.dtype) * (2 * math.pi)  # (n,)
         cams = [(self.vision, images)] + ([(self.wrist_vision, wrist)] if self.wrist_vision is not None else [])
         return [stem.feature_map(hue_rotate(x[:n], angles)) for stem, x in cams]
