@@ -149,10 +149,10 @@ class TrainConfig:
         steps, batch_size, lr, weight_decay, warmup_steps (then cosine decay to ``min_lr``), grad_clip.
             ``batch_size`` is the batch of one optimizer step, split evenly over the processes.
         processes: train in this many local processes (DDP over gloo, each with its share of the
-            cores and its own sampling stream; ``train`` starts them). On 2 cores two one-thread
-            processes step faster than one two-thread process: the fusion's small matrix products
-            use two threads poorly (1.20 x the steps per second, 2026-12-07). A run's result depends on
-            this number, as on the seed. Under ``torchrun`` the launcher's process count applies instead.
+            cores and its own sampling stream; ``train`` starts them). On 2 cores it
+            paid for the object head with recoloured copies (1.15 x the steps per second) and not
+            for the default model (level; README, "Training"). A run's result depends on this
+            number, as on the seed. Under ``torchrun`` the launcher's process count applies instead.
         ema_decay: keep an exponential moving average of the weights with this decay and validate and
             ship it instead of the raw weights (``vla_demo.ema``); 0 turns it off.
     Augmentation:
