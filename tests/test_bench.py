@@ -61,10 +61,14 @@ def test_dataset_rows_have_the_contract_names():
 def test_train_rows_compare_presets_and_time_a_fine_tune(tmp_path, monkeypatch):
     monkeypatch.setenv("VLA_DEMO_DATA", str(tmp_path))  # no replay data: the fine-tune runs on the new episodes
     rows = {r["name"]: r for r in bench.bench_train(repeats=2, batch=4)}
-    assert set(rows) == {"train.samples_per_s.default", "train.samples_per_s.reference", "train.finetune_10_episodes_s"}
+    assert set(rows) == {"train.samples_per_s.default", "train.samples_per_s.reference", "train.samples_per_s.default_2proc",
+                         "train.finetune_10_episodes_s"}
     default, ref = rows["train.samples_per_s.default"], rows["train.samples_per_s.reference"]
     assert default["reference"] == ref["name"] and default["unit"] == "samples/s" and ref["ratio"] is None
     assert default["ratio"] == pytest.approx(default["value"] / ref["value"], rel=1e-2)
+    two = rows["train.samples_per_s.default_2proc"]  # two DDP processes, against one
+    assert two["reference"] == default["name"] and two["value"] > 0
+    assert two["ratio"] == pytest.approx(two["value"] / default["value"], rel=1e-2)
     assert rows["train.finetune_10_episodes_s"]["value"] > 0
 
 

@@ -181,9 +181,12 @@ def bench_train(repeats: int = 10, batch: int = 32) -> list[Row]:
     values: dict[str, tuple[float, str]] = {}
     for preset in ("default", "reference"):
         policy = LanguageConditionedPolicy.build(preset, **(DEFAULT_MODEL if preset == "default" else {}))
-        step = training_step(policy, batch, g)
+        step = training_step(policy, batch, g, goals=True)  # the default recipe's data labels goals
         values[f"train.samples_per_s.{preset}"] = (batch / float(np.median(durations_s(step, repeats, 2))), "samples/s")
     rows = make_rows(values, "train.samples_per_s.reference")
+    two = {"train.samples_per_s.default": values["train.samples_per_s.default"],  # its reference: one process
+           "train.samples_per_s.default_2proc": (two_process_samples_per_s(DEFAULT_MODEL, batch, repeats), "samples/s")}
+    rows += make_rows(two, "train.samples_per_s.default")[1:]
     with tempfile.TemporaryDirectory(prefix="vla_bench_") as tmp:
         LanguageConditionedPolicy.build("default", **DEFAULT_MODEL).save_pretrained(Path(tmp) / "base")
         collect(Path(tmp) / "new", episodes=10, wrist=DEMO_WRIST, progress=False)
@@ -196,12 +199,58 @@ def bench_train(repeats: int = 10, batch: int = 32) -> list[Row]:
     return rows
 
 
-def training_step(policy, batch: int, g, goals: bool = False) -> Callable[[], None]:
+def two_process_samples_per_s(overrides: dict[str, Any], batch: int, repeats: int) -> float:
+    """Samples per second of the default step split over two one-thread DDP processes (gloo), as
+    ``TrainConfig.processes=2`` trains: each rank steps on half the batch and the gradients are averaged."""
+    import multiprocessing as mp
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    results = ctx.SimpleQueue()
+    procs = [ctx.Process(target=_ddp_steps, args=(rank, port, overrides, batch // 2, repeats, results)) for rank in range(2)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=900)
+        if p.is_alive():  # its peer died before the rendezvous: do not wait for ever
+            p.kill()
+    medians = [results.get() if not results.empty() else "no result" for _ in procs]
+    if any(isinstance(m, str) for m in medians):
+        raise RuntimeError(f"a DDP bench process failed: {medians}")
+    return batch / max(medians)
+
+
+def _ddp_steps(rank: int, port: int, overrides: dict[str, Any], batch: int, repeats: int, results) -> None:
+    """One rank of :func:`two_process_samples_per_s`: puts its median step time (s) on ``results``."""
+    try:
+        import datetime
+
+        import torch
+
+        from vla_demo.policy import LanguageConditionedPolicy
+
+        torch.set_num_threads(1)
+        torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,
+                                             timeout=datetime.timedelta(minutes=2))
+        policy = LanguageConditionedPolicy.build("default", **overrides)
+        ddp = torch.nn.parallel.DistributedDataParallel(policy.model.train())
+        step = training_step(policy, batch, torch.Generator().manual_seed(rank), goals=True, module=ddp)
+        results.put(float(np.median(durations_s(step, repeats, 2))))
+        torch.distributed.destroy_process_group()
+    except Exception as exc:  # reported to the parent, which raises
+        results.put(f"rank {rank}: {exc!r}")
+
+
+def training_step(policy, batch: int, g, goals: bool = False, module=None) -> Callable[[], None]:
     """One training step (forward, backward, AdamW) of ``policy`` on a fixed random batch of size
-    ``batch`` drawn from generator ``g``: each camera at its own size, and goal labels when ``goals``."""
+    ``batch`` drawn from generator ``g``: each camera at its own size, goal labels when ``goals``,
+    object labels when the model has an object head. ``module``: what runs the model (a DDP wrapper)."""
     import torch
 
-    from vla_demo.constants import ACTION, GOAL_POSITIONS, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, TASK
+    from vla_demo.constants import ACTION, GOAL_POSITIONS, OBJECT_LABELS, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, TASK
 
     m = policy.model.train()
     c = m.config
@@ -211,15 +260,31 @@ def training_step(policy, batch: int, g, goals: bool = False) -> Callable[[], No
         b[OBS_IMAGE_WRIST] = torch.rand(batch, 3, c.wrist_image_size, c.wrist_image_size, generator=g)
     if goals:
         b[GOAL_POSITIONS] = torch.randn(batch, 6, generator=g)
+    if c.object_head:
+        b[OBJECT_LABELS] = random_object_labels(batch, g)
     opt = torch.optim.AdamW(m.parameters(), lr=1e-4)
 
     def step() -> None:
-        loss, _ = policy.forward(b)
+        loss, _ = policy.forward(b, module=module)
         opt.zero_grad()
         loss.backward()
         opt.step()
 
     return step
+
+
+def random_object_labels(batch: int, g):
+    """(batch, MAX_OBJECTS * 7) object-head labels: three objects in view of both cameras, two slots empty."""
+    import torch
+
+    from vla_demo.constants import COLOURS, MAX_OBJECTS, OBJECT_LABEL_FIELDS, SHAPES
+
+    rows = torch.full((batch, MAX_OBJECTS, len(OBJECT_LABEL_FIELDS)), -1.0)
+    rows[:, :3, 0] = torch.randint(0, len(COLOURS), (batch, 3), generator=g).float()
+    rows[:, :3, 1] = torch.randint(0, len(SHAPES), (batch, 3), generator=g).float()
+    rows[:, :3, 2:6] = torch.rand(batch, 3, 4, generator=g) * 1.6 - 0.8  # image positions in [-0.8, 0.8]
+    rows[:, :3, 6] = 1.0
+    return rows.view(batch, -1)
 
 
 def bench_app(repeats: int = 60, sessions: int = 4) -> list[Row]:
