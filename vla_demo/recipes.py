@@ -79,8 +79,10 @@ DEFAULT_STEPS = 12000
 # but new combinations fell from 86.8% to 69.2% family mean (model card, "An object head"); learning
 # its shapes from hue-rotated copies (``object_hue``, 2026-12-07, seed 1) fell to 78.0% (experiment
 # log, "An object head that learns shapes from recoloured images"); from the copies and the plain images
-# (``object_hue_plain``, one seed) gave the best phrasings yet (92.8 / 91.2%) but new combinations 81.2%,
-# over the 60-minute limit on that day: a second seed and a cheaper step come first (the same log).
+# (``object_hue_plain``) gave the best phrasings yet (92.8 / 91.2%) but new combinations 81.2%; run
+# again in two training processes (2026-12-07, sixth session) 89.2 / 86.8 / 66.8%, and 61.7-62.9 min
+# end to end, over the 60-minute limit (experiment log, "Shapes from copies and plain images, run
+# again in two processes"). Four object-head runs, none ahead on new combinations: not adopted.
 DEFAULT_MODEL = {"keypoints": 16, "state_dropout": 0.15, "goal_head": True, "wrist": DEMO_WRIST, "text_window": 3}
 # The demonstrations are one fixed dataset whatever the training seed (``--seed`` changes the
 # initialisation and the batch order only, so seeds are compared on the same data).
