@@ -101,8 +101,8 @@ def _add_train(sub) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--lr", type=float, default=None)
     p.add_argument("--processes", type=int, default=None,
-                   help="train in N local DDP processes, each with its share of the cores (default: the preset's, "
-                        "else 1); --batch-size is split over them")
+                   help="train in N local DDP processes, each with its share of the cores (default 1; not with "
+                        "--preset, whose recipe fixes it); --batch-size is split over them")
     p.add_argument("--ema-decay", type=float, default=None,
                    help="validate and ship an exponential moving average of the weights with this decay (e.g. 0.999)")
     p.add_argument("--seed", type=int, default=None,
@@ -233,6 +233,8 @@ def cmd_train(args) -> int:
 
     command = _command(args)
     seed = args.seed if args.seed is not None else recipes.DEFAULT_SEED if args.preset == "default" else 0
+    if args.preset and args.processes is not None:
+        raise ValueError(f"--processes is for plain runs: --preset {args.preset} trains as its recipe says")
     if args.preset == "default":
         path = recipes.default_policy(command=command, steps=args.steps, seed=seed)
     elif args.preset == "correction-loop":
