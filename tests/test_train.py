@@ -124,6 +124,17 @@ def test_processes_start_ddp_from_one_call(demos, tmp_path):
     assert len((tmp_path / "ddp/log.jsonl").read_text().splitlines()) == 6  # rank 0 logs, once per step
 
 
+@pytest.mark.slow
+def test_a_failing_training_process_is_reported_with_its_message(demos, tmp_path):
+    """A rank that fails mid-run (here: its run folder cannot be made) ends the launch with that rank's error."""
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    with pytest.raises(RuntimeError, match=r"training process 0 of 2 failed: .*Error"):
+        train(config(demos, blocker / "run", steps=6, processes=2))
+    with pytest.raises(ValueError, match="not a LeRobot dataset"):  # unusable inputs fail before any process starts
+        train(config(str(tmp_path / "missing"), tmp_path / "run", processes=2))
+
+
 def test_checkpoints_are_atomic(demos, tmp_path, monkeypatch):
     run = tmp_path / "run"
     train(config(demos, run, steps=4, ckpt_every=2, warmup_steps=1))

@@ -373,26 +373,12 @@ def train(cfg, progress=None, stop=None) -> Path:
         return _launch(cfg, progress, stop)
     from tqdm import tqdm
 
-    from vla_demo.data.reader import DatasetReader
-    from vla_demo.data.torch_dataset import TrainingView
-
     rank, world = _distributed()
     if cfg.batch_size % world:
         raise ValueError(f"batch_size {cfg.batch_size} does not split evenly over {world} training processes")
     out = Path(cfg.out)
     torch.manual_seed(cfg.seed + rank)
-    readers = [DatasetReader(d) for d in cfg.datasets]  # shared by the probe, training and validation views
-    probe = [TrainingView(r, chunk_size=cfg.chunk_size, cache_budget_mb=1) for r in readers]
-    splits = [split_episodes(r.num_episodes, cfg.val_fraction, cfg.seed) for r in readers]
-    splits = [cap_episodes(keep_family_share(r, tr, cfg.fractions_for(i), cfg.seed), va, cfg.max_episodes_for(i), cfg.seed)
-              for i, (r, (tr, va)) in enumerate(zip(readers, splits, strict=True))]
-    policy = _make_policy(cfg, probe)
-    mc = policy.model.config
-    cams = dict(image_size=mc.image_size, wrist_key=OBS_IMAGE_WRIST if policy.needs_wrist else None, wrist_size=mc.wrist_image_size)
-    train_views = [TrainingView(r, cfg.chunk_size, cache_budget_mb=cfg.cache_budget_mb, episodes=tr, **cams)
-                   for r, (tr, _) in zip(readers, splits, strict=True)]
-    val_views = [TrainingView(r, cfg.chunk_size, cache_budget_mb=256, episodes=va, **cams)
-                 for r, (_, va) in zip(readers, splits, strict=True) if va]
+    splits, policy, train_views, val_views = _open_run(cfg, cfg.cache_budget_mb)
     _prefill(train_views, stop, show=rank == 0)
     model = policy.model
     model.train()
@@ -449,17 +435,46 @@ def train(cfg, progress=None, stop=None) -> Path:
     return out / "policy"
 
 
+def _open_run(cfg, cache_mb: float):
+    """The run's episode splits, its policy (fresh or ``init_from``) and its training and validation
+    views; raises the dataset's or checkpoint's own error when one is unusable."""
+    from vla_demo.data.reader import DatasetReader
+    from vla_demo.data.torch_dataset import TrainingView
+
+    readers = [DatasetReader(d) for d in cfg.datasets]  # shared by the probe, training and validation views
+    probe = [TrainingView(r, chunk_size=cfg.chunk_size, cache_budget_mb=1) for r in readers]
+    splits = [split_episodes(r.num_episodes, cfg.val_fraction, cfg.seed) for r in readers]
+    splits = [cap_episodes(keep_family_share(r, tr, cfg.fractions_for(i), cfg.seed), va, cfg.max_episodes_for(i), cfg.seed)
+              for i, (r, (tr, va)) in enumerate(zip(readers, splits, strict=True))]
+    policy = _make_policy(cfg, probe)
+    mc = policy.model.config
+    cams = dict(image_size=mc.image_size, wrist_key=OBS_IMAGE_WRIST if policy.needs_wrist else None, wrist_size=mc.wrist_image_size)
+    train_views = [TrainingView(r, cfg.chunk_size, cache_budget_mb=cache_mb, episodes=tr, **cams)
+                   for r, (tr, _) in zip(readers, splits, strict=True)]
+    val_views = [TrainingView(r, cfg.chunk_size, cache_budget_mb=256, episodes=va, **cams)
+                 for r, (_, va) in zip(readers, splits, strict=True) if va]
+    return splits, policy, train_views, val_views
+
+
 def _launch(cfg, progress, stop) -> Path:
     """Run :func:`train` in ``cfg.processes`` local DDP processes, each with its share of the cores."""
     import uuid
 
     from torch.distributed.launcher.api import LaunchConfig, elastic_launch
 
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
     if progress is not None or stop is not None:
         raise ValueError("progress and stop callbacks need a run in this process: set processes=1")
+    _open_run(cfg, cache_mb=1)  # bad datasets or checkpoints fail here, with their own message, before any process starts
     launch = LaunchConfig(min_nodes=1, max_nodes=1, nproc_per_node=cfg.processes, rdzv_backend="c10d",
                           rdzv_endpoint="localhost:0", run_id=str(uuid.uuid4()), max_restarts=0, monitor_interval=1)
-    return elastic_launch(launch, _rank_main)(cfg)[0]
+    try:
+        return elastic_launch(launch, _rank_main)(cfg)[0]
+    except ChildFailedError as exc:
+        rank, failure = exc.get_first_failure()
+        message = failure.message.get("message", "") if isinstance(failure.message, dict) else str(failure.message)
+        raise RuntimeError(f"training process {rank} of {cfg.processes} failed: {message or 'see its output above'}") from None
 
 
 def _rank_main(cfg) -> Path:
