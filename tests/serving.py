@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-import socket
 import time
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from vla_demo.workers import free_port
 
 
 def wait_for(pred, timeout: float = 60.0, period: float = 0.05) -> bool:

@@ -203,14 +203,13 @@ def two_process_samples_per_s(overrides: dict[str, Any], batch: int, repeats: in
     """Samples per second of the default step split over two one-thread DDP processes (gloo), as
     ``TrainConfig.processes=2`` trains: each rank steps on half the batch and the gradients are averaged."""
     import multiprocessing as mp
-    import socket
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    from vla_demo.workers import free_port
+
     ctx = mp.get_context("spawn")
     results = ctx.SimpleQueue()
-    procs = [ctx.Process(target=_ddp_steps, args=(rank, port, overrides, batch // 2, repeats, results)) for rank in range(2)]
+    args = (free_port(), os.getpid(), overrides, batch // 2, repeats, results)
+    procs = [ctx.Process(target=_ddp_steps, args=(rank, *args)) for rank in range(2)]
     for p in procs:
         p.start()
     for p in procs:
@@ -223,7 +222,7 @@ def two_process_samples_per_s(overrides: dict[str, Any], batch: int, repeats: in
     return batch / max(medians)
 
 
-def _ddp_steps(rank: int, port: int, overrides: dict[str, Any], batch: int, repeats: int, results) -> None:
+def _ddp_steps(rank: int, port: int, parent: int, overrides: dict[str, Any], batch: int, repeats: int, results) -> None:
     """One rank of :func:`two_process_samples_per_s`: puts its median step time (s) on ``results``."""
     try:
         import datetime
@@ -231,6 +230,9 @@ def _ddp_steps(rank: int, port: int, overrides: dict[str, Any], batch: int, repe
         import torch
 
         from vla_demo.policy import LanguageConditionedPolicy
+        from vla_demo.workers import exit_with_parent
+
+        exit_with_parent(parent)  # a killed bench leaves no rank behind
 
         torch.set_num_threads(1)
         torch.distributed.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2,

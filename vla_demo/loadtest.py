@@ -19,7 +19,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -27,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from vla_demo.workers import free_port
 
 MAX_SESSIONS = 16  # the app itself serves 8 sessions (AppContext.max_sessions); more are refused
 MINUTES = (0.1, 60.0)
@@ -147,9 +148,7 @@ class LaunchedApp:
         if not APP_PY.is_file():
             raise ValueError(f"--start-app needs {APP_PY} (run from a checkout of vla-demo)")
         self.root = Path(tempfile.mkdtemp(prefix="vla-loadtest-"))
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
+        self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/"
         env = {**os.environ, "GRADIO_TEMP_DIR": str(self.root / "gradio-cache"), "PYTHONUNBUFFERED": "1",
                "PYTHONPATH": os.pathsep.join(filter(None, [str(APP_PY.parent), os.environ.get("PYTHONPATH")]))}

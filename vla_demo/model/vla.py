@@ -370,6 +370,7 @@ def hue_rotate(images: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bij,bjhw->bihw", rot, images).clamp(0, 1)
 
 
+CONJUNCTION_CHANNELS = 16  # each keypoint's own word-shifted hidden channels (``keypoint_conjunction``)
 # Share of a batch's training images whose hue-rotated copies teach the object head shapes
 # (``object_hue``): 16 of a 64-sample batch, and 8 of each 32-sample half when two processes share it.
 HUE_SHARE = 0.25
@@ -378,7 +379,6 @@ HUE_SHARE = 0.25
 def hue_rows(batch: int) -> int:
     """How many of a ``batch``'s images get a hue-rotated copy (``object_hue``): at least one."""
     return max(1, round(batch * HUE_SHARE))
-CONJUNCTION_CHANNELS = 16  # each keypoint's own word-shifted hidden channels (``keypoint_conjunction``)
 
 
 class SpatialKeypoints(nn.Module):
