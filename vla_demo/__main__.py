@@ -35,7 +35,8 @@ def _add_collect(sub) -> None:
     p = sub.add_parser("collect", help="record scripted-expert demonstrations into a LeRobot v3 dataset")
     p.add_argument("--episodes", type=int, required=True)
     p.add_argument("--out", required=True, help="dataset folder (created, or appended to)")
-    p.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
+    p.add_argument("--families", nargs="+", choices=FAMILIES, default=None,
+                   help="default: all (all but stack with --shape-only)")
     p.add_argument("--split", choices=SPLITS, default="train")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--noise", type=float, default=0.3, help="executed-action noise, fraction of the limits")
@@ -43,6 +44,8 @@ def _add_collect(sub) -> None:
                    help="per-step probability of a deliberate excursion with the hand low (the label stays the expert's recovery)")
     p.add_argument("--shape-rival", type=float, default=0.0,
                    help="share of scenes that also hold an object of the target's colour in another shape")
+    p.add_argument("--shape-only", action="store_true",
+                   help="targets named by their shape alone, in scenes with unnamed colours too (not for stack)")
     p.add_argument("--workers", type=int, default=None, help="worker processes (default: up to 2 cores)")
     p.add_argument("--size", type=int, default=128, help="camera image height and width")
     p.add_argument("--wrist", action="store_true", help="also record the wrist camera")
@@ -163,11 +166,12 @@ def cmd_sim(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from vla_demo.data.collect import collect
+    from vla_demo.data.collect import SHAPE_ONLY_FAMILIES, collect
 
-    summary = collect(args.out, args.episodes, tuple(args.families), args.split, args.seed, args.noise,
+    families = tuple(args.families or (SHAPE_ONLY_FAMILIES if args.shape_only else FAMILIES))
+    summary = collect(args.out, args.episodes, families, args.split, args.seed, args.noise,
                       args.workers, (args.size, args.size), args.wrist, args.keep_failed,
-                      detour=args.detour, shape_rival=args.shape_rival)
+                      detour=args.detour, shape_rival=args.shape_rival, shape_only=args.shape_only)
     print(json.dumps(summary, indent=2))
     return 0
 

@@ -48,6 +48,15 @@ COLOURS: dict[str, tuple[float, float, float, float]] = {
     "blue": (0.14, 0.32, 0.88, 1.0),
     "yellow": (0.95, 0.82, 0.10, 1.0),
 }
+# Colours no instruction names (the parser refuses them as unknown words). Objects wear them only in
+# shape-only scenes (``TaskFamily.sample(shape_only=True)``, ``collect --shape-only``): the target
+# is named by its shape alone, so what finds it is shape seen in colours the named ones never pair
+# with. Their hues sit far from every named colour (purple 56 degrees from blue, cyan 47 from green
+# and 50 from blue), so no unnamed object passes for a named one, held-out combinations included.
+UNNAMED_COLOURS: dict[str, tuple[float, float, float, float]] = {
+    "purple": (0.62, 0.20, 0.82, 1.0),
+    "cyan": (0.10, 0.80, 0.74, 1.0),
+}
 SHAPES: tuple[str, ...] = ("cube", "cylinder", "sphere")
 FLAT_TOPPED_SHAPES: tuple[str, ...] = ("cube", "cylinder")
 RECEPTACLES: tuple[str, ...] = ("tray", "plate")

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from vla_demo.__main__ import main
+from vla_demo.constants import COLOURS, FAMILIES
 from vla_demo.data import edit
 from vla_demo.data.collect import CollectJob, _has_rival, collect, collection_seed, run_demo
 from vla_demo.data.reader import DatasetReader
@@ -66,6 +67,28 @@ def test_collect_refuses_a_shape_rival_share_outside_0_1_before_writing(tmp_path
     with pytest.raises(ValueError, match="shape_rival"):
         collect(tmp_path / "demos", episodes=1, shape_rival=1.5, progress=False)
     assert not (tmp_path / "demos").exists()
+
+
+def test_a_shape_only_episode_succeeds_with_an_instruction_naming_no_colour():
+    episode, ok = run_demo(CollectJob("pick", "train", collection_seed(7, 0), 0.3, (32, 32), False, shape_only=True))
+    assert ok and not set(episode.tasks[0].split()) & set(COLOURS)
+    assert set(episode.tasks[0].split()) & {"cube", "block", "cylinder", "can", "sphere", "ball"}
+
+
+def test_collect_refuses_shape_only_stack_before_writing(tmp_path):
+    with pytest.raises(ValueError, match="not stack"):
+        collect(tmp_path / "demos", episodes=1, shape_only=True, progress=False)
+    assert not (tmp_path / "demos").exists()
+
+
+def test_collect_cli_shape_only_leaves_stack_out_by_default(tmp_path, monkeypatch, capsys):
+    seen = {}
+    monkeypatch.setattr("vla_demo.data.collect.collect", lambda out, episodes, families, *a, **kw: seen.update(
+        families=families, **kw) or {"saved": 0})
+    assert main(["collect", "--episodes", "4", "--out", str(tmp_path / "d"), "--shape-only"]) == 0
+    assert seen["families"] == ("pick", "push", "place", "reach") and seen["shape_only"] is True
+    assert main(["collect", "--episodes", "4", "--out", str(tmp_path / "d")]) == 0
+    assert seen["families"] == FAMILIES and seen["shape_only"] is False
 
 
 @pytest.mark.slow

@@ -189,6 +189,22 @@ def test_shape_rival_option_puts_the_targets_colour_in_another_shape_in_the_scen
     assert [o.colour for o in others] == [target.colour] and others[0].shape != target.shape
 
 
+def test_shape_only_option_names_the_target_by_shape_and_leaves_unnamed_colours_unlabelled(env):
+    from vla_demo.constants import COLOURS, MAX_OBJECTS, UNNAMED_COLOURS
+
+    found = False
+    for seed in range(20):
+        obs, info = env.reset(seed=seed, options={"family": "reach", "n_objects": 5, "shape_only": True})
+        target = env.scene.objects[info["target"]["index"]]
+        assert info["target"]["index"] == env.scene.find(None, target.shape)[0]  # named by shape: the only one
+        assert not any(c in obs[TASK] for c in COLOURS)
+        labels = env.object_labels().reshape(MAX_OBJECTS, -1)
+        for obj, row in zip(env.scene.objects, labels):
+            assert (row[0] >= 0) == (obj.colour in COLOURS) and (row[1] >= 0) == (obj.colour in COLOURS)
+        found |= any(o.colour in UNNAMED_COLOURS for o in env.scene.objects)
+    assert found
+
+
 def test_given_instruction_is_parsed_and_grounded(env):
     env.reset(seed=0, options={"family": "pick"})
     name = env.scene.objects[0].name

@@ -8,7 +8,8 @@ import re
 import numpy as np
 import pytest
 
-from vla_demo.constants import COLOURS, DIRECTIONS, FAMILIES, FLAT_TOPPED_SHAPES, HELDOUT_COMBOS, RECEPTACLES, SHAPES
+from vla_demo.constants import (COLOURS, DIRECTIONS, FAMILIES, FLAT_TOPPED_SHAPES, HELDOUT_COMBOS, RECEPTACLES, SHAPES,
+                                UNNAMED_COLOURS)
 from vla_demo.sim import scene as sc
 from vla_demo.sim import tasks
 from vla_demo.sim.tasks import Goal, ObjectRef
@@ -167,6 +168,35 @@ def test_shape_rival_adds_the_targets_colour_in_another_shape(family, split):
         assert len({o.combo for o in scene.objects}) == len(scene.objects)  # still one object per name
         if split == "train":
             assert not {o.combo for o in scene.objects} & HELDOUT_COMBOS
+
+
+@pytest.mark.parametrize("family", ["pick", "push", "place", "reach"])
+def test_shape_only_names_the_target_by_its_shape_alone_beside_one_of_its_colour(family):
+    fam = tasks.get_family(family)
+    unnamed = 0
+    for seed in range(40):
+        scene, goal, text = fam.sample(np.random.default_rng(seed), "train", 2 + seed % 4, shape_only=True)
+        assert goal.target.colour is None and not set(tasks.tokenize(text)) & set(COLOURS), text
+        assert tasks.parse_instruction(text).goal == goal  # the parser reads it as sampled
+        resolved, why = tasks.resolve_goal(goal, scene)
+        assert resolved is not None, why
+        target = scene.objects[resolved.target]
+        assert scene.find(None, target.shape) == [resolved.target]  # the shape word names one object
+        assert any(o.colour == target.colour and o.shape != target.shape for o in scene.objects)
+        assert not {o.combo for o in scene.objects} & HELDOUT_COMBOS
+        assert len({o.combo for o in scene.objects}) == len(scene.objects) == max(2, 2 + seed % 4)
+        unnamed += target.colour in UNNAMED_COLOURS
+    assert 5 < unnamed < 35  # targets wear named and unnamed colours
+
+
+def test_shape_only_refuses_stack_and_other_scenes_keep_named_colours():
+    with pytest.raises(ValueError, match="stack names two objects"):
+        tasks.get_family("stack").sample(np.random.default_rng(0), "train", 3, shape_only=True)
+    for seed in range(60):
+        scene, _, _ = tasks.get_family(FAMILIES[seed % 5]).sample(np.random.default_rng(seed), "heldout-combos", 5)
+        assert all(o.colour in COLOURS for o in scene.objects)
+    for colour in UNNAMED_COLOURS:  # no instruction can name them
+        assert not tasks.parse_instruction(f"pick up the {colour} cube").ok
 
 
 def test_options_that_are_off_leave_the_scene_stream_unchanged():

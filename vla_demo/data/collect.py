@@ -19,6 +19,8 @@ import numpy as np
 from vla_demo.constants import (ACTION, EXECUTED_ACTION, FAMILIES, GOAL_POSITIONS, INTERVENTION, OBJECT_LABELS, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST,
                                 OBS_STATE)
 
+# The families a shape-only scene can name its target in (stack names a base too).
+SHAPE_ONLY_FAMILIES = tuple(f for f in FAMILIES if f != "stack")
 # Collection seeds live far above evaluation seeds (evaluate.episode_seeds), so a policy is never
 # evaluated on a scene it was trained on.
 COLLECT_SEED_BASE = 1_000_000_000
@@ -35,6 +37,7 @@ class CollectJob:
     detour: float = 0.0
     objects: bool = False  # also record ``object_labels``
     shape_rival: bool = False  # the scene holds an object of the target's colour in another shape
+    shape_only: bool = False  # the target is named by its shape alone (TaskFamily.sample_shape_only)
 
 
 def collection_seed(seed: int, i: int) -> int:
@@ -54,7 +57,7 @@ def run_demo(job: CollectJob):
     if job.objects:
         expert = _LabellingExpert(expert, env, rows.setdefault(OBJECT_LABELS, []))
     tasks, success = [], False
-    options = {"family": job.family, "split": job.split, "shape_rival": job.shape_rival}
+    options = {"family": job.family, "split": job.split, "shape_rival": job.shape_rival, "shape_only": job.shape_only}
     for rec in rollout(env, expert, seed=job.seed, options=options):
         for k in keys:
             rows[k].append(rec.observation[k])
@@ -104,6 +107,7 @@ def collect(
     detour: float = 0.0,
     objects: bool = True,
     shape_rival: float = 0.0,
+    shape_only: bool = False,
 ) -> dict[str, Any]:
     """Record ``episodes`` scripted demonstrations (families in turn) into the dataset at ``out``.
 
@@ -111,7 +115,9 @@ def collect(
     ``objects`` also records ``object_labels`` (not into a dataset created without them).
     ``shape_rival`` is the share of episodes whose scene also holds an object of the target's
     colour in another shape (drawn per episode from its own stream, so the scenes of the others
-    are the ones a collection without rivals samples).
+    are the ones a collection without rivals samples). ``shape_only`` records shape-only scenes
+    (:meth:`~vla_demo.sim.tasks.TaskFamily.sample_shape_only`: the target named by its shape alone,
+    objects in unnamed colours too), for every family but stack.
 
     Returns a summary: saved, failed, frames, seconds and frames per second.
     """
@@ -130,15 +136,18 @@ def collect(
     check_split(split)
     for f in families:
         get_family(f)
+    if shape_only and "stack" in families:
+        raise ValueError(f"shape-only scenes are for {', '.join(SHAPE_ONLY_FAMILIES)}, not stack (it names two objects)")
     workers = workers or min(2, os.cpu_count() or 1)
     note = (f"Scripted-expert demonstrations: families {', '.join(families)}, split `{split}`, action noise {noise}, "
-            f"detour probability {detour}" + (f", same-colour rival in {shape_rival:.0%} of scenes." if shape_rival else "."))
+            f"detour probability {detour}" + (f", same-colour rival in {shape_rival:.0%} of scenes" if shape_rival else "")
+            + (", shape-only scenes (targets named by shape alone, objects in unnamed colours too)." if shape_only else "."))
     objects = objects and keeps_column(Path(out), OBJECT_LABELS)
     with DatasetWriter.held(out, sim_features(image_size, wrist, goals=True, objects=objects), SimConfig().control_hz, card_note=note) as writer:
         start = writer.num_episodes
         seeds = [collection_seed(seed, start + i) for i in range(episodes)]
         jobs = [CollectJob(families[i % len(families)], split, s, noise, tuple(image_size), wrist, detour, objects,
-                           _has_rival(s, shape_rival)) for i, s in enumerate(seeds)]
+                           _has_rival(s, shape_rival), shape_only) for i, s in enumerate(seeds)]
         saved = failed = frames = 0
         t0 = time.perf_counter()
         bar = tqdm(total=episodes, desc=f"collect -> {Path(out).name}", unit="ep", disable=not progress)

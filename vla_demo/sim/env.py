@@ -48,7 +48,7 @@ from vla_demo.constants import (
 from vla_demo.sim import bullet, camera, robot as rb, scene as sc, tasks
 
 INSTRUCTION_CHARSET = "".join(chr(i) for i in range(32, 127))
-RESET_OPTIONS = ("family", "instruction", "split", "n_objects", "two_candidates", "shape_rival")
+RESET_OPTIONS = ("family", "instruction", "split", "n_objects", "two_candidates", "shape_rival", "shape_only")
 # Bounds of the state vector: position within 2 m of the base, angles within pi, opening <= 8 cm
 # (a box the state can never leave; the workspace config keeps it much tighter in practice).
 STATE_LOW = np.array([-2.0, -2.0, -2.0, -np.pi, -np.pi, -np.pi, -0.1], dtype=np.float32)
@@ -150,7 +150,7 @@ class TabletopEnv(gym.Env):
     # ------------------------------------------------------------------------------ gym API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Sample a scene and task. ``options``: family, instruction, split, n_objects, two_candidates,
-        shape_rival (see :meth:`vla_demo.sim.tasks.TaskFamily.sample`)."""
+        shape_rival, shape_only (see :meth:`vla_demo.sim.tasks.TaskFamily.sample`)."""
         if seed is not None and (not isinstance(seed, (int, np.integer)) or seed < 0):
             raise ValueError(f"seed must be a non-negative integer or None, got {seed!r}")
         super().reset(seed=seed)
@@ -161,7 +161,7 @@ class TabletopEnv(gym.Env):
         n = opts.get("n_objects") or int(rng.integers(lo, hi + 1))
         scene, goal, instruction = tasks.get_family(family).sample(
             rng, opts.get("split", "train"), n, bool(opts.get("two_candidates", False)),
-            bool(opts.get("shape_rival", False)),
+            bool(opts.get("shape_rival", False)), bool(opts.get("shape_only", False)),
         )
         self._build(scene)
         self._steps = 0
@@ -248,7 +248,8 @@ class TabletopEnv(gym.Env):
         front, _ = camera.image_coordinates(centres, self._front)
         wrist, seen = camera.image_coordinates(centres, self._wrist_matrices())
         for i, obj in enumerate(self.scene.objects[:n]):
-            rows[i, :2] = list(COLOURS).index(obj.colour), SHAPES.index(obj.shape)
+            named = obj.colour in COLOURS  # an unnamed colour is no class of the object head: unlabelled
+            rows[i, :2] = (list(COLOURS).index(obj.colour), SHAPES.index(obj.shape)) if named else (-1, -1)
         rows[:n, 2:4] = front
         rows[:n, 4:6] = np.where(seen[:, None], wrist, 0.0)
         rows[:n, 6] = seen

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from vla_demo.constants import COLOURS, RECEPTACLES, SHAPES
+from vla_demo.constants import COLOURS, RECEPTACLES, SHAPES, UNNAMED_COLOURS
 
 OBJECT_HALF = 0.025  # half-size of every object (cube half-edge, cylinder/sphere radius), m
 OBJECT_MASS = 0.08  # kg: light enough for the Panda fingers' 20 N limit, heavy enough to sit still
 TABLE_COLOUR = (0.78, 0.72, 0.62, 1.0)
+OBJECT_COLOURS = {**COLOURS, **UNNAMED_COLOURS}  # what an object may wear; instructions name COLOURS only
 TABLE_HALF = (0.65, 0.65, 0.02)
 TABLE_CENTRE = (0.35, 0.0, -0.02)  # top surface at z = 0
 
@@ -40,7 +41,7 @@ RECEPTACLE_FLOOR = {"tray": TRAY_BASE, "plate": PLATE_HEIGHT}  # z an object res
 
 @dataclass(frozen=True)
 class ObjectSpec:
-    """One graspable object: ``colour`` from COLOURS, ``shape`` from SHAPES, pose on the table."""
+    """One graspable object: ``colour`` from OBJECT_COLOURS, ``shape`` from SHAPES, pose on the table."""
 
     colour: str
     shape: str
@@ -143,8 +144,8 @@ def sample_layout(
 def validate_scene(spec: SceneSpec) -> None:
     """Raise ValueError when a scene names unknown colours, shapes or receptacles."""
     for o in spec.objects:
-        if o.colour not in COLOURS or o.shape not in SHAPES:
-            raise ValueError(f"unknown object {o.name!r}: colours are {list(COLOURS)}, shapes {list(SHAPES)}")
+        if o.colour not in OBJECT_COLOURS or o.shape not in SHAPES:
+            raise ValueError(f"unknown object {o.name!r}: colours are {list(OBJECT_COLOURS)}, shapes {list(SHAPES)}")
     for r in spec.receptacles:
         if r.kind not in RECEPTACLES:
             raise ValueError(f"unknown receptacle {r.kind!r}: choose from {list(RECEPTACLES)}")
@@ -176,7 +177,7 @@ def _object_shapes(client, shape: str, rgba) -> tuple[int, int]:
 
 
 def build_object(client, spec: ObjectSpec) -> int:
-    col, vis = _object_shapes(client, spec.shape, COLOURS[spec.colour])
+    col, vis = _object_shapes(client, spec.shape, OBJECT_COLOURS[spec.colour])
     quat = client.getQuaternionFromEuler([0, 0, spec.yaw])
     body = client.createMultiBody(OBJECT_MASS, col, vis, basePosition=[spec.x, spec.y, OBJECT_HALF], baseOrientation=quat)
     # Rolling/spinning friction keep spheres and cylinders from drifting off after a nudge.

@@ -20,7 +20,7 @@ from __future__ import annotations
 import functools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -33,6 +33,7 @@ from vla_demo.constants import (
     RECEPTACLES,
     SHAPES,
     SPLITS,
+    UNNAMED_COLOURS,
 )
 from vla_demo.sim import scene as sc
 
@@ -180,15 +181,18 @@ class TaskFamily:
     # -- sampling ---------------------------------------------------------------------------
     def sample(
         self, rng: np.random.Generator, split: str, n_objects: int, two_candidates: bool = False,
-        shape_rival: bool = False,
+        shape_rival: bool = False, shape_only: bool = False,
     ) -> tuple[sc.SceneSpec, Goal, str]:
         """Sample (scene, goal, instruction) for one episode of this family.
 
         ``two_candidates`` adds an object of the target's shape in another colour (the evaluation's
         language test); ``shape_rival`` one of the target's colour in another shape, so only the
         shape word tells the two apart. Neither draws from ``rng`` when off: scenes sampled without
-        them are the same as before they existed.
+        them are the same as before they existed. ``shape_only`` samples another kind of scene
+        (:meth:`sample_shape_only`).
         """
+        if shape_only:
+            return self.sample_shape_only(rng, split, n_objects)
         combos = target_combos(split, self.name)
         target = combos[int(rng.integers(len(combos)))]
         required = [target]
@@ -203,6 +207,26 @@ class TaskFamily:
         order = rng.permutation(len(pool))
         fill = [pool[i] for i in order[: n_objects - len(required)]]
         goal = self.make_goal(rng, target, required)
+        scene = self.layout(rng, required + fill, goal)
+        return scene, goal, self.render(goal, self.phrasings(split), rng)
+
+    def sample_shape_only(self, rng: np.random.Generator, split: str, n_objects: int) -> tuple[sc.SceneSpec, Goal, str]:
+        """A scene whose target is the only object of its shape, named by its shape alone ("pick up
+        the cube"), with objects in named and unnamed colours (``UNNAMED_COLOURS``) and always one
+        of the target's colour in another shape. Colour tells nothing here, so these episodes teach
+        shape as such, in colours no named combination pairs it with. The split's scene rule holds
+        for named colours (no held-out combination in ``train`` or ``heldout`` scenes)."""
+        if self.name == "stack":
+            raise ValueError("stack names two objects, and three shapes leave no shape-only scene with a base of "
+                             "its own shape: shape-only scenes are for pick, push, place and reach")
+        seen = scene_combos(split) + [(c, s) for c in UNNAMED_COLOURS for s in SHAPES]
+        target = seen[int(rng.integers(len(seen)))]
+        others = [c for c in seen if c[1] != target[1]]
+        rival = [c for c in others if c[0] == target[0]]
+        required = [target, rival[int(rng.integers(len(rival)))]]
+        pool = [c for c in others if c not in required]
+        fill = [pool[i] for i in rng.permutation(len(pool))[: max(n_objects, 2) - 2]]
+        goal = replace(self.make_goal(rng, target, required), target=ObjectRef(None, target[1]))
         scene = self.layout(rng, required + fill, goal)
         return scene, goal, self.render(goal, self.phrasings(split), rng)
 
