@@ -7,7 +7,9 @@ object nearest to it (on the table plane) is the instructed one, with the estima
 is named by how the object it points at relates to the named one (the stacking base, the same
 colour, the same shape, or neither), and the scenes are split by whether another object of the
 target's colour stands in them (where only its shape tells the target apart). A policy without a
-goal head is refused. No rollouts: a few seconds per 100 scenes.
+goal head is refused. No rollouts: a few seconds per 100 scenes. ``--shape-only`` probes
+shape-only scenes instead (the target named by its shape alone beside an object of its colour, with
+unnamed colours too; not stack): where colour cannot help, does the policy find the shape?
 
     PYTHONPATH=. python scripts/grounding_probe.py --policy assets/policies/default OTHER_DIR \\
         --split heldout-combos --scenes 50 [--json out.json]
@@ -39,7 +41,8 @@ def miss_kind(objects, target: int, chosen: int, base: int | None) -> str:
     return "same colour" if o.colour == t.colour else "same shape" if o.shape == t.shape else "other"
 
 
-def probe(policy: LanguageConditionedPolicy, split: str, family: str, scenes: int, seed: int) -> dict:
+def probe(policy: LanguageConditionedPolicy, split: str, family: str, scenes: int, seed: int,
+          shape_only: bool = False) -> dict:
     """Share of scenes whose first-frame target estimate is nearest the instructed object, the
     median / 90th-percentile distance of the estimate from it (cm), the misses by kind, and the
     hit rate with and without another object of the target's colour in the scene."""
@@ -47,7 +50,7 @@ def probe(policy: LanguageConditionedPolicy, split: str, family: str, scenes: in
     errors, misses = [], Counter()
     by_colour = {True: [0, 0], False: [0, 0]}  # same-colour distractor present -> [scenes, hits]
     for s in episode_seeds(seed, family, scenes):
-        obs, _ = env.reset(seed=s, options={"family": family, "split": split})
+        obs, _ = env.reset(seed=s, options={"family": family, "split": split, "shape_only": shape_only})
         pred = policy.predict(obs[OBS_IMAGE_FRONT], obs[TASK], obs[OBS_STATE], wrist=obs.get(OBS_IMAGE_WRIST))
         guess = pred.goal[0, :2]
         positions = env.world_view().positions[:, :2]
@@ -71,8 +74,9 @@ def _rate(parts: list[dict]) -> str:
     return f"{k / n:.0%} of {n}" if n else "-"
 
 
-def print_tables(results: dict[str, dict], families: list[str], split: str, seed: int, scenes: int) -> None:
-    print(f"split `{split}`, evaluation seed {seed}, {scenes} scenes per family: first-frame "
+def print_tables(results: dict[str, dict], families: list[str], split: str, seed: int, scenes: int,
+                 shape_only: bool = False) -> None:
+    print(f"split `{split}`{', shape-only scenes' if shape_only else ''}, evaluation seed {seed}, {scenes} scenes per family: first-frame "
           "target estimate nearest the named object (median / p90 error, cm)\n")
     print("| policy | " + " | ".join(families) + " |")
     print("|---|" + "---|" * len(families))
@@ -97,10 +101,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--families", nargs="+", choices=FAMILIES, default=list(FAMILIES))
     ap.add_argument("--scenes", type=int, default=50, help="scenes per family (evaluation seeds of --seed)")
     ap.add_argument("--seed", type=int, default=0, help="evaluation seed, as in eval --seed")
+    ap.add_argument("--shape-only", action="store_true", help="shape-only scenes (targets named by shape alone; not stack)")
     ap.add_argument("--json", default=None, help="write the results here too")
     args = ap.parse_args(argv)
     if args.scenes < 1:
         ap.error(f"--scenes must be at least 1, got {args.scenes}")
+    if args.shape_only and "stack" in args.families:
+        ap.error("--shape-only scenes are not for stack (it names two objects): pass --families without it")
     results: dict[str, dict] = {}
     for path in args.policy:
         try:
@@ -109,11 +116,12 @@ def main(argv=None) -> dict:
             ap.error(f"cannot load the policy {path}: {e}")
         if not policy.model.config.goal_head:
             raise SystemExit(f"{path}: this policy has no goal head to probe")
-        results[path] = {f: probe(policy, args.split, f, args.scenes, args.seed)
+        results[path] = {f: probe(policy, args.split, f, args.scenes, args.seed, args.shape_only)
                          for f in tqdm(args.families, desc=Path(path).name, unit="family")}
-    print_tables(results, args.families, args.split, args.seed, args.scenes)
+    print_tables(results, args.families, args.split, args.seed, args.scenes, args.shape_only)
     if args.json:
-        Path(args.json).write_text(json.dumps({"split": args.split, "seed": args.seed, "results": results}, indent=2))
+        Path(args.json).write_text(json.dumps({"split": args.split, "seed": args.seed, "shape_only": args.shape_only,
+                                               "results": results}, indent=2))
     return results
 
 

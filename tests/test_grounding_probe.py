@@ -77,3 +77,15 @@ def test_a_missing_policy_is_a_usage_error_not_a_traceback(probe, tmp_path, caps
     with pytest.raises(SystemExit):
         probe.main(["--policy", str(tmp_path / "nowhere"), "--scenes", "1"])
     assert "cannot load the policy" in capsys.readouterr().err
+
+
+def test_shape_only_scenes_always_hold_a_same_colour_object_and_refuse_stack(probe, tiny_policy_dir, monkeypatch,
+                                                                            tmp_path, capsys):
+    aim_goal_head_at(monkeypatch, probe, lambda env: env.goal.target)
+    results = probe.main(["--policy", str(tiny_policy_dir), "--families", "pick", "--scenes", "3", "--shape-only"])
+    r = results[str(tiny_policy_dir)]["pick"]
+    assert r["nearest_is_target"] == 1.0 and r["same_colour_present"] == {"scenes": 3, "hits": 3}
+    assert "shape-only scenes" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        probe.main(["--policy", str(tiny_policy_dir), "--families", "stack", "--scenes", "1", "--shape-only"])
+    assert "not for stack" in capsys.readouterr().err
