@@ -6,6 +6,8 @@ episode in one class: success; grasped a wrong object (never the target); graspe
 the target and then ended short of the goal: in the wrong receptacle (place), within 12 cm of the
 destination, or elsewhere, with "still held" when the episode ended before a release. The grounding
 probe (``grounding_probe.py``) asks the same question of the first frame only, without rollouts.
+``--shape-only`` rolls out on shape-only scenes instead (the target named by its shape alone; pick
+and place), where only shape tells the target from the object of its colour beside it.
 
     PYTHONPATH=. python scripts/failure_modes.py --policy assets/policies/default OTHER_DIR \\
         --family place --scenes 50 --seed 1 [--json out.json]
@@ -55,10 +57,10 @@ def classify(success: bool, held_target: bool, held_other: bool, still_held: boo
     return where + (" (still held)" if still_held else "")
 
 
-def episode_class(env, policy, family: str, split: str, seed: int) -> str:
+def episode_class(env, policy, family: str, split: str, seed: int, shape_only: bool = False) -> str:
     """Roll ``policy`` out on one scene and classify the episode (:func:`classify`)."""
     held_target = held_other = success = False
-    for rec in rollout(env, policy, seed=seed, options={"family": family, "split": split}):
+    for rec in rollout(env, policy, seed=seed, options={"family": family, "split": split, "shape_only": shape_only}):
         view, target = env.world_view(), env.goal.target
         held_target |= target in view.held
         held_other |= bool(set(view.held) - {target})
@@ -76,11 +78,11 @@ def episode_class(env, policy, family: str, split: str, seed: int) -> str:
     return classify(success, held_target, held_other, goal.target in view.held, dest_m, wrong_receptacle)
 
 
-def failure_modes(spec: str, family: str, split: str, scenes: int, seed: int) -> dict[str, int]:
+def failure_modes(spec: str, family: str, split: str, scenes: int, seed: int, shape_only: bool = False) -> dict[str, int]:
     """Counts of each class over ``scenes`` evaluation scenes of ``family`` (``spec`` as ``eval --policy``)."""
     policy = load_policy(spec, worker_env())  # as the evaluation workers do
     env = policy_env(policy)  # with the wrist camera when the policy reads it
-    counts = Counter(episode_class(env, policy, family, split, s)
+    counts = Counter(episode_class(env, policy, family, split, s, shape_only)
                      for s in tqdm(episode_seeds(seed, family, scenes), desc=Path(spec).name, unit="ep"))
     return dict(counts.most_common())
 
@@ -92,17 +94,21 @@ def main(argv=None) -> dict:
     ap.add_argument("--split", choices=SPLITS, default="train")
     ap.add_argument("--scenes", type=int, default=50, help="scenes (evaluation seeds of --seed)")
     ap.add_argument("--seed", type=int, default=0, help="evaluation seed, as in eval --seed")
+    ap.add_argument("--shape-only", action="store_true", help="shape-only scenes (the target named by its shape alone)")
     ap.add_argument("--json", default=None, help="write the counts here too")
     args = ap.parse_args(argv)
     if args.scenes < 1:
         ap.error(f"--scenes must be at least 1, got {args.scenes}")
+    if args.shape_only and args.family == "stack":
+        ap.error("--shape-only scenes are not for stack (it names two objects)")
     results = {}
     for spec in args.policy:
         try:
-            results[spec] = failure_modes(spec, args.family, args.split, args.scenes, args.seed)
+            results[spec] = failure_modes(spec, args.family, args.split, args.scenes, args.seed, args.shape_only)
         except (OSError, ValueError) as e:
             ap.error(f"cannot load the policy {spec}: {e}")
-    print(f"{args.family}, split `{args.split}`, evaluation seed {args.seed}, {args.scenes} scenes: episodes per class\n")
+    scenes = "shape-only scenes" if args.shape_only else "scenes"
+    print(f"{args.family}, split `{args.split}`, evaluation seed {args.seed}, {args.scenes} {scenes}: episodes per class\n")
     classes = [c for c in CLASSES if any(k.startswith(c) for r in results.values() for k in r)]
     print("| class | " + " | ".join(f"`{s}`" for s in results) + " |")
     print("|---|" + "---|" * len(results))
@@ -112,7 +118,8 @@ def main(argv=None) -> dict:
         print(f"| {c} | " + " | ".join(cells) + " |")
     if args.json:
         Path(args.json).write_text(json.dumps({"family": args.family, "split": args.split, "seed": args.seed,
-                                               "scenes": args.scenes, "results": results}, indent=2))
+                                               "scenes": args.scenes, "shape_only": args.shape_only,
+                                               "results": results}, indent=2))
     return results
 
 

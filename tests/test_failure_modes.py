@@ -47,3 +47,13 @@ def test_too_few_scenes_and_a_missing_policy_are_refused(fm, tmp_path):
         fm.main(["--policy", "expert", "--scenes", "0"])
     with pytest.raises(SystemExit):
         fm.main(["--policy", str(tmp_path / "missing"), "--scenes", "1"])
+
+
+def test_the_expert_succeeds_on_shape_only_scenes_and_stack_has_none(fm, tmp_path, capsys):
+    out = tmp_path / "modes.json"
+    assert fm.main(["--policy", "expert", "--family", "pick", "--scenes", "2", "--shape-only", "--json", str(out)]) == {
+        "expert": {"success": 2}}
+    assert json.loads(out.read_text())["shape_only"] is True and "2 shape-only scenes" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        fm.main(["--policy", "expert", "--family", "stack", "--scenes", "1", "--shape-only"])
+    assert "not for stack" in capsys.readouterr().err
