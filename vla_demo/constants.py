@@ -26,7 +26,7 @@ WORD_ROLES: tuple[str, ...] = ("other", "target", "destination")
 # Scripted datasets only: what every object in the scene is and where each camera sees it (labels
 # for the auxiliary object head, never a policy input). One row of OBJECT_LABEL_FIELDS per object
 # slot, flattened to (MAX_OBJECTS * 7,): colour and shape indices (into COLOURS and SHAPES; -1 in
-# an empty slot), the object centre in each image as (u, v) in [-1, 1] (u to the right, v down), and
+# an empty slot and for an object in an unnamed colour, which the object head has no class for), the object centre in each image as (u, v) in [-1, 1] (u to the right, v down), and
 # whether the centre is inside the wrist image (1.0) or not (0.0; its u, v are then 0).
 OBJECT_LABELS = "object_labels"
 OBJECT_LABEL_FIELDS: tuple[str, ...] = ("colour", "shape", "front_u", "front_v", "wrist_u", "wrist_v", "wrist_visible")
