@@ -25,6 +25,7 @@ from tqdm import tqdm
 
 from vla_demo.constants import SPLITS
 from vla_demo.evaluate import episode_seeds, load_policy, policy_env, rollout, worker_env
+from vla_demo.sim.tasks import SHAPE_ONLY_FAMILIES
 
 GRASP_FAMILIES = ("pick", "place", "stack")
 NEAR_M = 0.12  # "within 12 cm of the destination" (a receptacle's centre, or the base object)
@@ -99,7 +100,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.scenes < 1:
         ap.error(f"--scenes must be at least 1, got {args.scenes}")
-    if args.shape_only and args.family == "stack":
+    if args.shape_only and args.family not in SHAPE_ONLY_FAMILIES:
         ap.error("--shape-only scenes are not for stack (it names two objects)")
     results = {}
     for spec in args.policy:

@@ -28,6 +28,7 @@ from tqdm import tqdm
 from vla_demo.constants import FAMILIES, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST, OBS_STATE, SPLITS, TASK
 from vla_demo.evaluate import episode_seeds, policy_env
 from vla_demo.policy import LanguageConditionedPolicy
+from vla_demo.sim.tasks import SHAPE_ONLY_FAMILIES
 
 
 MISSES = ("base", "same colour", "same shape", "other")
@@ -106,7 +107,7 @@ def main(argv=None) -> dict:
     args = ap.parse_args(argv)
     if args.scenes < 1:
         ap.error(f"--scenes must be at least 1, got {args.scenes}")
-    if args.shape_only and "stack" in args.families:
+    if args.shape_only and not set(args.families) <= set(SHAPE_ONLY_FAMILIES):
         ap.error("--shape-only scenes are not for stack (it names two objects): pass --families without it")
     results: dict[str, dict] = {}
     for path in args.policy:

@@ -166,7 +166,8 @@ def cmd_sim(args) -> int:
 
 
 def cmd_collect(args) -> int:
-    from vla_demo.data.collect import SHAPE_ONLY_FAMILIES, collect
+    from vla_demo.data.collect import collect
+    from vla_demo.sim.tasks import SHAPE_ONLY_FAMILIES
 
     families = tuple(args.families or (SHAPE_ONLY_FAMILIES if args.shape_only else FAMILIES))
     summary = collect(args.out, args.episodes, families, args.split, args.seed, args.noise,

@@ -19,8 +19,6 @@ import numpy as np
 from vla_demo.constants import (ACTION, EXECUTED_ACTION, FAMILIES, GOAL_POSITIONS, INTERVENTION, OBJECT_LABELS, OBS_IMAGE_FRONT, OBS_IMAGE_WRIST,
                                 OBS_STATE)
 
-# The families a shape-only scene can name its target in (stack names a base too).
-SHAPE_ONLY_FAMILIES = tuple(f for f in FAMILIES if f != "stack")
 # Collection seeds live far above evaluation seeds (evaluate.episode_seeds), so a policy is never
 # evaluated on a scene it was trained on.
 COLLECT_SEED_BASE = 1_000_000_000
@@ -126,7 +124,7 @@ def collect(
     from vla_demo.config import SimConfig
     from vla_demo.data.format import keeps_column, sim_features
     from vla_demo.data.writer import DatasetWriter
-    from vla_demo.sim.tasks import check_split, get_family
+    from vla_demo.sim.tasks import SHAPE_ONLY_FAMILIES, check_split, get_family
 
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
@@ -136,7 +134,7 @@ def collect(
     check_split(split)
     for f in families:
         get_family(f)
-    if shape_only and "stack" in families:
+    if shape_only and not set(families) <= set(SHAPE_ONLY_FAMILIES):
         raise ValueError(f"shape-only scenes are for {', '.join(SHAPE_ONLY_FAMILIES)}, not stack (it names two objects)")
     workers = workers or min(2, os.cpu_count() or 1)
     note = (f"Scripted-expert demonstrations: families {', '.join(families)}, split `{split}`, action noise {noise}, "

@@ -216,7 +216,7 @@ class TaskFamily:
         of the target's colour in another shape. Colour tells nothing here, so these episodes teach
         shape as such, in colours no named combination pairs it with. The split's scene rule holds
         for named colours (no held-out combination in ``train`` or ``heldout`` scenes)."""
-        if self.name == "stack":
+        if self.name not in SHAPE_ONLY_FAMILIES:
             raise ValueError("stack names two objects, and three shapes leave no shape-only scene with a base of "
                              "its own shape: shape-only scenes are for pick, push, place and reach")
         seen = scene_combos(split) + [(c, s) for c in UNNAMED_COLOURS for s in SHAPES]
@@ -432,6 +432,9 @@ class Reach(TaskFamily):
 
 TASK_FAMILIES: dict[str, TaskFamily] = {f.name: f for f in (Pick(), Push(), Place(), Stack(), Reach())}
 assert tuple(TASK_FAMILIES) == FAMILIES
+# The families a shape-only scene (:meth:`TaskFamily.sample_shape_only`) can name its target in:
+# stack names a base too, and three shapes leave no scene where both are the only one of theirs.
+SHAPE_ONLY_FAMILIES: tuple[str, ...] = tuple(f for f in FAMILIES if f != "stack")
 
 
 def get_family(name: str) -> TaskFamily:
