@@ -652,3 +652,77 @@ def test_object_hue_plain_learns_shapes_from_both_maps(tok):
     copies_only.load_state_dict(both.state_dict())
     assert not shape_term_reaches_plain_maps(copies_only, res, labels, res["shape_maps"])
     assert shape_term_reaches_plain_maps(both, res, labels, res["shape_maps"])
+
+
+def test_saturation_is_the_same_for_every_hue_and_brightness_of_a_colour():
+    from vla_demo.model.vla import saturation
+
+    red = torch.tensor([0.86, 0.12, 0.12]).view(1, 3, 1, 1)
+    shades = torch.cat([red, red[:, [1, 0, 2]], red[:, [2, 1, 0]], 0.5 * red])  # green, blue, a darker red
+    sat = saturation(shades).flatten()
+    torch.testing.assert_close(sat, torch.full((4,), (0.86 - 0.12) / 0.86))
+    greys = torch.tensor([[0.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.96, 0.96, 0.96]]).view(3, 3, 1, 1)
+    assert saturation(greys).abs().max() == 0  # the plate, the table's greys and black pixels
+
+
+def test_chroma_map_is_blind_to_which_colour_an_object_wears():
+    from vla_demo.model.vla import ChromaStem
+
+    torch.manual_seed(0)
+    stem = ChromaStem()
+    images = torch.rand(2, 3, 32, 32)
+    out = stem(images)
+    assert out.shape == (2, stem.channels, 4, 4)  # the stride-8 grid of the keypoints' map
+    torch.testing.assert_close(stem(images[:, [2, 0, 1]]), out)  # every object recoloured by a channel cycle
+    assert not torch.allclose(stem(images.flip(-1)), out)  # but where things are, and their outline, matter
+
+
+def test_keypoint_chroma_starts_as_the_plain_keypoints_and_lets_the_words_choose_a_colour_blind_filter():
+    from vla_demo.model.vla import SpatialKeypoints
+
+    torch.manual_seed(0)
+    plain = SpatialKeypoints(4, k=3, d=8, hidden=6)
+    torch.manual_seed(0)
+    chroma = SpatialKeypoints(4, k=3, d=8, hidden=6, chroma=True)
+    shared = plain.state_dict()
+    assert all(torch.equal(chroma.state_dict()[n], t) for n, t in shared.items())  # drawn off the global stream
+    added = set(chroma.state_dict()) - set(shared)
+    assert added and all(n.startswith("chroma") for n in added)
+    fmap, words, mask = torch.randn(2, 4, 5, 5), torch.randn(2, 3, 8), torch.ones(2, 3)
+    images = torch.rand(2, 3, 40, 40)
+    start, _ = chroma.positions(fmap, words, mask, images=images)
+    torch.testing.assert_close(start, plain.positions(fmap, words, mask)[0])
+    with pytest.raises(ValueError, match="colour-blind"):
+        chroma.positions(fmap, words, mask)
+    start.sum().backward()  # from the zero start, both parts of the filter learn
+    assert chroma.chroma_score.grad.abs().sum() > 0 and chroma.chroma_film.weight.grad.abs().sum() > 0
+    with torch.no_grad():
+        chroma.chroma_film.weight.normal_()
+    moved = chroma.positions(fmap, words, mask, images=images)[0]
+    assert not torch.allclose(moved, start, atol=1e-3)
+    other_words = chroma.positions(fmap, words.flip(1) * 2, mask, images=images)[0]
+    assert not torch.allclose(other_words, moved, atol=1e-3)  # the words choose the filter
+    recoloured = chroma.positions(fmap, words, mask, images=images[:, [1, 2, 0]])[0]
+    torch.testing.assert_close(recoloured, moved)  # and what it scores has no colour
+
+
+def test_keypoint_chroma_builds_into_both_cameras_round_trips_and_needs_keypoints(tok, tmp_path):
+    base = dict(keypoints=2, wrist=True)
+    torch.manual_seed(3)
+    plain = build_model(tiny(tok, **base)).eval()
+    torch.manual_seed(3)
+    model = build_model(tiny(tok, **base, keypoint_chroma=True)).eval()
+    assert model.keypoints.chroma is not None and model.wrist_keypoints.chroma is not None
+    images, ids, mask, state = inputs(tok)
+    out = model(images, ids, mask, state, wrist=images.flip(-1))["out"]
+    torch.testing.assert_close(out, plain(images, ids, mask, state, wrist=images.flip(-1))["out"])  # the same start
+    policy = LanguageConditionedPolicy(model, tok)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.01)
+    loaded = LanguageConditionedPolicy.from_pretrained(policy.save_pretrained(tmp_path / "ckpt"))
+    assert loaded.model.config.keypoint_chroma
+    for (n, a), (_, b) in zip(model.state_dict().items(), loaded.model.state_dict().items(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0, msg=n)
+    with pytest.raises(ValueError, match="keypoint_chroma"):
+        tiny(tok, keypoint_chroma=True)
