@@ -57,8 +57,8 @@ DEMO_SHAPE_RIVAL = 0.0
 # grasped the wrong object in 15 of 50 (experiment log, "Shape-only scenes"). In the same section:
 # ``keypoint_values="embedding"`` on these scenes, 86.4 / 82.4 / 72.4%, not adopted either. Nor
 # keypoints that also score a colour-blind saturation map (``keypoint_chroma``, 2026-12-08, seed 1 from
-# the shipped run's own start): 78.4 / 76.4 / 65.2% (experiment log, "Keypoints that also score a
-# colour-blind map").
+# the shipped run's own start): 78.4 / 76.4 / 65.2%; seed 0, 82.0 / 78.4 / 70.8% against 81.2 / 80.0 /
+# 76.0% (experiment log, "Keypoints that also score a colour-blind map").
 # 12,000 steps, not 8,000 (2026-12-04, training seed 1, the same data and evaluation scenes): family
 # means 81.2 / 77.6 / 54.8% -> 86.0 / 84.8 / 65.6% (train / held-out phrasings / held-out
 # combinations), the two-candidate test 42 / 39 / 32 -> 48 / 46 / 41 of 50. The cost, measured end to

@@ -95,8 +95,9 @@ class ModelConfig:
             (experiment log). Zero-initialised from a generator of its own, so a model with it starts
             as the same function, with the same other weights, as one without (about 1.4 M
             multiply-adds a camera and image, a fifth of the front stem; 1.16 x the default training
-            step). Tried on 2026-12-08 (seed 1): worse on every split, 78.4 / 76.4 / 65.2% family
-            mean against 90.8 / 83.6 / 86.8%, and no better beside a same-colour object (experiment log).
+            step). Tried on 2026-12-08 over two seeds, each paired with the recipe's own: family
+            means 80.2 / 77.4 / 68.0% against 86.0 / 81.8 / 81.4% (training phrasings, held-out
+            phrasings, new combinations), and no better beside a same-colour object (experiment log).
     Language:
         vocab_size, max_text_len: built-in text encoder size; ``text`` is ``builtin`` or ``hf``.
         text_layers: Transformer layers of the built-in text encoder.
