@@ -97,7 +97,7 @@ class ModelConfig:
             multiply-adds a camera and image, a fifth of the front stem; 1.16 x the default training
             step). Tried on 2026-12-08 over two seeds, each paired with the recipe's own: family
             means 80.2 / 77.4 / 68.0% against 86.0 / 81.8 / 81.4% (training phrasings, held-out
-            phrasings, new combinations), and no better beside a same-colour object (experiment log).
+            phrasings, new combinations); seed 1 no better beside a same-colour object (experiment log).
     Language:
         vocab_size, max_text_len: built-in text encoder size; ``text`` is ``builtin`` or ``hf``.
         text_layers: Transformer layers of the built-in text encoder.
