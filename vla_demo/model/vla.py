@@ -88,9 +88,9 @@ class ModelConfig:
         keypoint_chroma: each keypoint also scores a colour-blind map of its camera: every pixel's
             saturation ((max - min) / max over RGB), through three small stride-2 convs
             (:class:`ChromaStem`, 32 channels at stride 8), under a filter its words choose. An
-            object of any hue is the same silhouette and shading there, so what that map learns of
-            "cube" from red, green and blue cubes holds for a yellow cube too, which no training
-            scene shows. The main map sees colour and learnt shape as colour-shape pairs: every shape
+            object of any hue or shading is the same silhouette there, so what that map learns of
+            "cube" from red, green and blue cubes was meant to hold for a yellow cube too, which no
+            training scene shows. The main map sees colour and learnt shape as colour-shape pairs: every shape
             intervention on it gained same-colour scenes on trained pairs and lost new combinations
             (experiment log). Zero-initialised from a generator of its own, so a model with it starts
             as the same function, with the same other weights, as one without (about 1.4 M
@@ -463,8 +463,8 @@ class SpatialKeypoints(nn.Module):
 
     def _build_chroma(self, k: int, d: int) -> None:
         """The colour-blind map and its word-chosen filters, drawn from a generator of their own
-        (the global stream, and so every other weight of the model, is as without them) and
-        scoring zero at the start (both filter parts are zero)."""
+        (the global stream, and so every other weight of the model, is as without them; both
+        cameras' maps start alike) and scoring zero at the start (both filter parts are zero)."""
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(torch.initial_seed() + CHROMA_SEED_OFFSET)
             self.chroma = ChromaStem()
